@@ -1,0 +1,1 @@
+"""The `kubetune` command: run a FineTuneJob locally, the quickstart, the dev cluster, CRDs."""
