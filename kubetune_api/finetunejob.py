@@ -386,6 +386,8 @@ class EvaluationSpec(ApiModel):
     """Regression suite on general data with the largest allowed loss increase."""
     max_generate_tokens: Annotated[int, Field(ge=1, le=4096)] = 64
     """Tokens generated per prompt for exactMatch."""
+    compare_with_base: bool = False
+    """Also score the base model on the test set, so before/after is measured on identical data."""
 
 
 # --------------------------------------------------------------------------- runtime
@@ -578,6 +580,8 @@ class Metrics(ApiModel):
     """Test loss after training."""
     perplexity: float | None = None
     """Test perplexity (exp of the test loss)."""
+    test_loss_base: float | None = None
+    """Base model's loss on the same test set (evaluation.compareWithBase)."""
     learning_rate: float | None = None
     """Current learning rate."""
     tokens_per_second: float | None = None
