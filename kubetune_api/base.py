@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 
 class ApiModel(BaseModel):
@@ -26,14 +27,14 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry; fieldPath makes the API server name the field."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
 
 
-def immutable(what: str) -> dict[str, Any]:
+def immutable(what: str) -> JsonDict:
     """Schema extra that makes the API server refuse any change to a field after creation."""
     return {"x-kubernetes-validations": [cel_rule("self == oldSelf", f"{what} is immutable")]}

@@ -15,7 +15,6 @@ from pydantic import ConfigDict, Field, model_validator
 
 from .base import ApiModel, cel_rule, immutable
 from .common import Condition, PodMetadata, StorageSettings, StorageUri
-from .constants import API_VERSION, CONTINUOUSPRETRAIN_KIND
 from .finetunejob import (
     BaseModelSource,
     CheckpointSpec,
@@ -24,6 +23,7 @@ from .finetunejob import (
     EvalDataset,
     Hyperparameters,
     MethodSpec,
+    MethodType,
     ResourceSpec,
     RunPolicy,
 )
@@ -59,7 +59,7 @@ class TriggerSpec(ApiModel):
     )
 
     schedule: Annotated[str, Field(pattern=CRON_PATTERN, max_length=128)] | None = None
-    """Cron schedule (UTC), e.g. "0 3 * * *". With minNewDocuments, a scheduled run happens only if enough new data arrived."""
+    """Cron schedule (UTC), e.g. "0 3 * * *"; with minNewDocuments, a run needs enough new data too."""
     min_new_documents: Annotated[int, Field(ge=1)] | None = None
     """Start a run once this many documents newer than the watermark exist."""
     poll_interval_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
@@ -75,7 +75,7 @@ class TriggerSpec(ApiModel):
 class RunTemplate(ApiModel):
     """The FineTuneJob settings of each run. The objective is always CausalLM."""
 
-    method: MethodSpec = Field(default_factory=lambda: MethodSpec(type="Full"))  # type: ignore[arg-type]
+    method: MethodSpec = Field(default_factory=lambda: MethodSpec(type=MethodType.FULL))
     """Full or LoRA (merged after each promoted run so the next run starts from a full model)."""
     hyperparameters: Hyperparameters
     """Optimisation settings of each run."""
@@ -249,8 +249,8 @@ class ContinuousPretrainStatus(ApiModel):
 class ContinuousPretrain(ApiModel):
     """Keep a model current: new data triggers a run, a gate decides promotion."""
 
-    api_version: Literal["kubetune.io/v1alpha1"] = API_VERSION
-    kind: Literal["ContinuousPretrain"] = CONTINUOUSPRETRAIN_KIND
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
+    kind: Literal["ContinuousPretrain"] = "ContinuousPretrain"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ContinuousPretrainSpec
     status: ContinuousPretrainStatus | None = None

@@ -189,7 +189,7 @@ CRDS = [
             PrinterColumn("Phase", "string", ".status.phase", "Lifecycle phase"),
             PrinterColumn("Progress", "number", ".status.progress.percent", "Percent of steps done"),
             PrinterColumn("Loss", "number", ".status.metrics.trainLoss", "Latest training loss"),
-            PrinterColumn("Val-Loss", "number", ".status.metrics.validationLoss", "Latest validation loss", 1),
+            PrinterColumn("Val-Loss", "number", ".status.metrics.validationLoss", "Validation loss", 1),
             PrinterColumn("ETA", "integer", ".status.progress.etaSeconds", "Seconds to the end", 1),
             PrinterColumn("Method", "string", ".spec.method.type", "Adaptation method", 1),
             AGE,

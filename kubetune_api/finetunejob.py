@@ -26,7 +26,6 @@ from .common import (
     StorageUri,
     Toleration,
 )
-from .constants import API_VERSION, FINETUNEJOB_KIND
 
 SPLIT_TOLERANCE = 0.001
 
@@ -184,7 +183,7 @@ class DatasetSpec(ApiModel):
     format: DatasetFormat = DatasetFormat.TEXT
     """text (one document per line or per .txt file), prompt-completion JSONL, or chat JSONL."""
     template: Annotated[str, Field(max_length=8192)] | None = None
-    """Prompt template with {field} placeholders filled from each row, e.g. "### Question:\\n{prompt}\\n### Answer:\\n"."""
+    """Prompt template with {field} placeholders filled from each row, e.g. "Q: {prompt}\\nA: "."""
     text_field: Annotated[str, Field(max_length=128)] = "text"
     """JSONL field holding the document for the text format."""
     prompt_field: Annotated[str, Field(max_length=128)] = "prompt"
@@ -489,9 +488,9 @@ class FineTuneJobSpec(ApiModel):
         default_factory=SplitSpec
     )
     """Train/validation/test fractions."""
-    data_preparation: Annotated[DataPreparationSpec, Field(json_schema_extra=immutable("dataPreparation"))] = (
-        Field(default_factory=DataPreparationSpec)
-    )
+    data_preparation: Annotated[
+        DataPreparationSpec, Field(json_schema_extra=immutable("dataPreparation"))
+    ] = Field(default_factory=DataPreparationSpec)
     """Cleaning, deduplication and row validation."""
     hyperparameters: Annotated[Hyperparameters, Field(json_schema_extra=immutable("hyperparameters"))]
     """Optimisation settings."""
@@ -688,8 +687,8 @@ class FineTuneJobStatus(ApiModel):
 class FineTuneJob(ApiModel):
     """Pre-train, fine-tune (full, LoRA, QLoRA, ReFT) or continue pre-training a model."""
 
-    api_version: Literal["kubetune.io/v1alpha1"] = API_VERSION
-    kind: Literal["FineTuneJob"] = FINETUNEJOB_KIND
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
+    kind: Literal["FineTuneJob"] = "FineTuneJob"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: FineTuneJobSpec
     status: FineTuneJobStatus | None = None

@@ -135,7 +135,7 @@ def test_wrong_kind_and_version_are_named() -> None:
         parse_object(doc)
     doc = _minimal()
     doc["apiVersion"] = "kubetune.io/v1"
-    with pytest.raises(ManifestError, match="apiVersion must be kubetune.io/v1alpha1"):
+    with pytest.raises(ManifestError, match=r"apiVersion must be kubetune\.io/v1alpha1"):
         parse_object(doc)
 
 
