@@ -481,7 +481,14 @@ class FineTuneJobSpec(ApiModel):
     objective: Annotated[Objective, Field(json_schema_extra=immutable("objective"))] = Objective.INSTRUCTION
     """CausalLM (pre-training, continued pre-training) or Instruction (completion-only loss)."""
     datasets: Annotated[
-        list[DatasetSpec], Field(min_length=1, max_length=64, json_schema_extra=immutable("datasets"))
+        list[DatasetSpec],
+        Field(
+            min_length=1,
+            max_length=64,
+            # A map keyed by name: the API server refuses duplicate names.
+            json_schema_extra=immutable("datasets")
+            | {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
     ]
     """Training data; several datasets are mixed by weight."""
     split: Annotated[SplitSpec, Field(json_schema_extra=immutable("split"))] = Field(
