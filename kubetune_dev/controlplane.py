@@ -300,7 +300,11 @@ def fake_nodes() -> list[dict[str, Any]]:
     """Two 8-GPU nodes labelled and tainted like the real GPU node pool, one CPU node."""
 
     def node(
-        name: str, labels: dict[str, str], capacity: dict[str, str], taints: list[Any]
+        name: str,
+        address: str,
+        labels: dict[str, str],
+        capacity: dict[str, str],
+        taints: list[Any],
     ) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
@@ -320,12 +324,21 @@ def fake_nodes() -> list[dict[str, Any]]:
                 },
             },
             "spec": {"taints": taints},
-            "status": {"capacity": capacity, "allocatable": capacity},
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                # A distinct InternalIP per node; kwok reports it as the pods' hostIP.
+                "addresses": [
+                    {"type": "InternalIP", "address": address},
+                    {"type": "Hostname", "address": name},
+                ],
+            },
         }
 
     gpu_nodes = [
         node(
             name,
+            f"10.250.0.{index + 10}",
             {GPU_PRODUCT_LABEL: GPU_PRODUCT, GPU_NODE_LABEL_KEY: GPU_NODE_LABEL_VALUE},
             {
                 "cpu": "192",
@@ -336,10 +349,11 @@ def fake_nodes() -> list[dict[str, Any]]:
             },
             [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}],
         )
-        for name in GPU_NODE_NAMES
+        for index, name in enumerate(GPU_NODE_NAMES)
     ]
     system = node(
         SYSTEM_NODE_NAME,
+        "10.250.0.2",
         {"kubetune.io/node-pool": "system"},
         {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "500Gi"},
         [],

@@ -285,6 +285,11 @@ spec:
         status: {{ .status | Quote }}
         type: {{ .type  | Quote}}
       {{ end }}
+      {{ $hasInternalIP := false }}
+      {{ range .status.addresses }}
+      {{ if eq .type "InternalIP" }}{{ $hasInternalIP = true }}{{ end }}
+      {{ end }}
+      {{ if not $hasInternalIP }}
       addresses:
       {{ with NodeIP }}
       - address: {{ . | Quote }}
@@ -293,6 +298,7 @@ spec:
       {{ with NodeName }}
       - address: {{ . | Quote }}
         type: Hostname
+      {{ end }}
       {{ end }}
       {{ with NodePort }}
       daemonEndpoints:

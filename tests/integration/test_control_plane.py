@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,6 +142,7 @@ def test_job_runs_to_completion(
         assert pod["status"]["phase"] == "Succeeded"
         assert pod["spec"]["nodeName"] == SYSTEM_NODE_NAME  # GPU nodes are tainted
         assert pod["status"]["podIP"]
+        assert pod["status"]["hostIP"]
         assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
 
 
@@ -296,3 +298,25 @@ def test_deleting_owner_garbage_collects_job_and_pods(
         lambda objects: not objects["items"],
     )
     assert kubectl("get", "-n", namespace, "job/owned", check=False).returncode != 0
+
+
+def test_service_account_kubeconfig_acts_with_rbac_of_that_account(
+    control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    kubectl("create", "serviceaccount", "operator", "-n", namespace)
+    config = control_plane.service_account_kubeconfig(
+        namespace, "operator", tmp_path / "operator.kubeconfig"
+    )
+    as_operator = ("--kubeconfig", str(config), "-n", namespace)  # the last --kubeconfig wins
+
+    who = kubectl(*as_operator, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert who.stdout == f"system:serviceaccount:{namespace}:operator"
+    denied = kubectl(*as_operator, "get", "pods", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr
+
+    kubectl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", namespace)
+    kubectl(
+        "create", "rolebinding", "operator-reads-pods", "--role=pod-reader",
+        f"--serviceaccount={namespace}:operator", "-n", namespace,
+    )  # fmt: skip
+    kubectl(*as_operator, "get", "pods")
