@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +91,12 @@ def dataset_weights(shards: Sequence[RunShard], replay_ratio: float) -> tuple[li
     return [new_share * s.documents / total for s in shards], replay_ratio
 
 
+def replay_rows(new_documents: int, replay_ratio: float) -> int:
+    """Replay rows that make up `replay_ratio` of a mix with `new_documents` new rows."""
+    # Rounded first so that e.g. 10 * 0.9 / 0.1 = 90.00000000000001 is 90 rows, not 91.
+    return max(1, math.ceil(round(new_documents * replay_ratio / (1.0 - replay_ratio), 6)))
+
+
 def build_run_finetunejob(
     cpt: ContinuousPretrain,
     *,
@@ -135,6 +142,9 @@ def build_run_finetunejob(
                 format=DatasetFormat.TEXT,
                 weight=replay_weight,
                 task="replay",
+                # Read only as many general rows as the mix uses, so a large general corpus neither
+                # slows every run nor swamps the held-out test split that measures the new data.
+                max_samples=replay_rows(sum(s.documents for s in shards), replay_ratio),
             )
         )
 

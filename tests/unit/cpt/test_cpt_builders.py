@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubetune_operator.builders import continuouspretrain as builders
 
 from kubetune_api.continuouspretrain import ContinuousPretrain
 from kubetune_api.finetunejob import FineTuneJob
 from kubetune_api.trainer_contract import TrainerConfig
-from kubetune_operator.builders import continuouspretrain as builders
 
 T1 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2025, 3, 2, 12, 0, tzinfo=UTC)
@@ -23,7 +23,10 @@ def make_cpt(**spec_overrides: Any) -> ContinuousPretrain:
         "trigger": {"minNewDocuments": 10},
         "template": {"hyperparameters": {"epochs": 1, "learningRate": 3e-5}},
         "replay": {"uri": "s3://data/general/", "ratio": 0.2},
-        "promotion": {"generalEval": {"uri": "s3://data/general-eval.txt"}, "maxGeneralLossIncreaseRatio": 0.02},
+        "promotion": {
+            "generalEval": {"uri": "s3://data/general-eval.txt"},
+            "maxGeneralLossIncreaseRatio": 0.02,
+        },
         "output": "s3://artifacts/news/",
     }
     spec.update(spec_overrides)
@@ -39,7 +42,9 @@ SHARDS = [
 NAME = builders.run_name("news", 1, [s.uri for s in SHARDS])
 
 
-def expected_manifest(*, base_model: dict[str, Any], method: dict[str, Any], merge: bool | None) -> dict[str, Any]:
+def expected_manifest(
+    *, base_model: dict[str, Any], method: dict[str, Any], merge: bool | None
+) -> dict[str, Any]:
     output: dict[str, Any] = {"uri": f"s3://artifacts/news/{NAME}/", "mergeAdapter": bool(merge)}
     defaults = FineTuneJob.model_validate(
         {
@@ -90,12 +95,28 @@ def expected_manifest(*, base_model: dict[str, Any], method: dict[str, Any], mer
             "method": method,
             "objective": "CausalLM",
             "datasets": [
-                {**defaults["datasets"][0], "name": "new-0", "uri": "s3://data/news/a.txt", "weight": 0.6,
-                 "task": "domain"},
-                {**defaults["datasets"][0], "name": "new-1", "uri": "s3://data/news/b.jsonl", "weight": 0.2,
-                 "task": "domain"},
-                {**defaults["datasets"][0], "name": "replay", "uri": "s3://data/general/", "weight": 0.2,
-                 "task": "replay"},
+                {
+                    **defaults["datasets"][0],
+                    "name": "new-0",
+                    "uri": "s3://data/news/a.txt",
+                    "weight": 0.6,
+                    "task": "domain",
+                },
+                {
+                    **defaults["datasets"][0],
+                    "name": "new-1",
+                    "uri": "s3://data/news/b.jsonl",
+                    "weight": 0.2,
+                    "task": "domain",
+                },
+                {
+                    **defaults["datasets"][0],
+                    "name": "replay",
+                    "uri": "s3://data/general/",
+                    "weight": 0.2,
+                    "task": "replay",
+                    "maxSamples": 10,  # 40 new documents at ratio 0.2
+                },
             ],
             "hyperparameters": {**defaults["hyperparameters"], "learningRate": 3e-5},
             "evaluation": {
@@ -115,23 +136,45 @@ def expected_manifest(*, base_model: dict[str, Any], method: dict[str, Any], mer
 @pytest.mark.parametrize(
     ("overrides", "current", "base_model", "method", "merge"),
     [
-        pytest.param({}, None, {"uri": "s3://models/base/", "fromScratch": False, "configOverrides": {}},
-                     {"type": "Full"}, False, id="generation-1-full-from-base"),
-        pytest.param({"template": {"hyperparameters": {"epochs": 1, "learningRate": 3e-5},
-                                   "method": {"type": "LoRA"}}},
-                     {"uri": "s3://artifacts/news/news-g3-x/model/", "generation": 3},
-                     {"uri": "s3://artifacts/news/news-g3-x/model/", "fromScratch": False, "configOverrides": {}},
-                     {"type": "LoRA"}, True, id="lora-merged-from-current-model"),
+        pytest.param(
+            {},
+            None,
+            {"uri": "s3://models/base/", "fromScratch": False, "configOverrides": {}},
+            {"type": "Full"},
+            False,
+            id="generation-1-full-from-base",
+        ),
+        pytest.param(
+            {
+                "template": {
+                    "hyperparameters": {"epochs": 1, "learningRate": 3e-5},
+                    "method": {"type": "LoRA"},
+                }
+            },
+            {"uri": "s3://artifacts/news/news-g3-x/model/", "generation": 3},
+            {"uri": "s3://artifacts/news/news-g3-x/model/", "fromScratch": False, "configOverrides": {}},
+            {"type": "LoRA"},
+            True,
+            id="lora-merged-from-current-model",
+        ),
     ],
 )
 def test_run_finetunejob(
-    overrides: dict[str, Any], current: dict[str, Any] | None, base_model: dict[str, Any],
-    method: dict[str, Any], merge: bool,
+    overrides: dict[str, Any],
+    current: dict[str, Any] | None,
+    base_model: dict[str, Any],
+    method: dict[str, Any],
+    merge: bool,
 ) -> None:
     cpt = make_cpt(**overrides)
     if current is not None:
-        cpt = cpt.model_copy(update={"status": cpt.model_validate(
-            {"spec": cpt.spec.to_wire(), "status": {"currentModel": current}}).status})
+        cpt = cpt.model_copy(
+            update={
+                "status": cpt.model_validate(
+                    {"spec": cpt.spec.to_wire(), "status": {"currentModel": current}}
+                ).status
+            }
+        )
     manifest = builders.build_run_finetunejob(cpt, name=NAME, generation=1, shards=SHARDS)
     manifest["spec"]["datasets"] = [
         {**d, "weight": round(d["weight"], 9)} for d in manifest["spec"]["datasets"]
@@ -144,7 +187,10 @@ def test_run_finetunejob(
 
 def test_no_replay_means_new_data_only() -> None:
     manifest = builders.build_run_finetunejob(make_cpt(replay=None), name=NAME, generation=1, shards=SHARDS)
-    assert [(d["name"], d["weight"]) for d in manifest["spec"]["datasets"]] == [("new-0", 0.75), ("new-1", 0.25)]
+    assert [(d["name"], d["weight"]) for d in manifest["spec"]["datasets"]] == [
+        ("new-0", 0.75),
+        ("new-1", 0.25),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -161,6 +207,13 @@ def test_dataset_weights_give_replay_its_ratio(
     shards = [builders.RunShard(f"file:///d/{i}.txt", T1, n) for i, n in enumerate(documents)]
     shard_weights, replay_weight = builders.dataset_weights(shards, ratio)
     assert (shard_weights, replay_weight) == (pytest.approx(expected[0]), pytest.approx(expected[1]))
+
+
+@pytest.mark.parametrize(
+    ("documents", "ratio", "rows"), [(40, 0.2, 10), (3, 0.5, 3), (1, 0.01, 1), (10, 0.9, 90)]
+)
+def test_replay_rows_match_the_ratio(documents: int, ratio: float, rows: int) -> None:
+    assert builders.replay_rows(documents, ratio) == rows
 
 
 def test_run_name_is_deterministic_and_fits_a_label() -> None:

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kubetune_operator import corpus
 
 from kubetune_api.common import StorageSettings
-from kubetune_operator import corpus
 
 
 def write_shard(path: Path, text: str, mtime: datetime) -> None:
