@@ -747,3 +747,33 @@ def model_card(config: TrainerConfig, report: dict[str, Any], lineage: Lineage, 
         "",
     ]
     return "\n".join(lines)
+
+
+def baseline_metrics(config: TrainerConfig) -> Metrics:
+    """Test metrics of the base model as it is (no training): the "before" of a before/after table."""
+    validate(config)
+    storage = Storage(config.storage)
+    hp = config.hyperparameters
+    prepared = data.prepare(config.datasets, config.split, config.data_preparation, storage)
+    with tempfile.TemporaryDirectory(prefix="kubetune-baseline-") as work:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        bundle = models.build(
+            config.base_model,
+            config.method.model_copy(update={"type": MethodType.FULL, "lora": None, "reft": None}),
+            storage,
+            Path(work),
+            hp.seed,
+            device,
+            torch.float32,
+        )
+        test_tok, _ = packing.tokenize(prepared.test, bundle.tokenizer, config.objective, hp.max_seq_length)
+        rows = packing.build_rows(test_tok, hp.max_seq_length, hp.packing, hp.seed)
+        loss = evaluation.mean_loss(bundle, rows, hp.batch_size, device, hp.packing)
+        metrics = Metrics(test_loss=loss, perplexity=evaluation.perplexity(loss))
+        if EvalMetric.EXACT_MATCH in config.evaluation.metrics:
+            for task in sorted({e.task for e in prepared.test}):
+                examples = [e for e in prepared.test if e.task == task]
+                accuracy, _ = evaluation.exact_match(bundle, examples, config.evaluation.max_generate_tokens, device)
+                if accuracy is not None:
+                    metrics.task_scores[f"{task}/exactMatch"] = accuracy
+        return metrics
