@@ -1,0 +1,1 @@
+"""Pure functions: FineTuneJob model -> manifest dicts. No I/O, no clock (time is passed in)."""

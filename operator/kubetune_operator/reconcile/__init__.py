@@ -1,0 +1,1 @@
+"""Decisions: what should exist and what the status says, given the spec and the observed state."""
