@@ -126,11 +126,9 @@ class _KubernetesJsonSchema(GenerateJsonSchema):
         json_schema = self.generate_inner(schema["schema"])
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            # An empty object lets the API server fill in the nested defaults; a model with
-            # required fields needs them spelled out.
-            has_required = any(f.is_required() for f in type(value).model_fields.values())
-            default = value.model_dump(mode="json", by_alias=True, exclude_none=True) if has_required else {}
-            json_schema["default"] = default
+            # Spelled out in full: the API server checks a default against the CEL rules as it
+            # stands, before nested defaults would fill an empty object.
+            json_schema["default"] = value.model_dump(mode="json", by_alias=True, exclude_none=True)
         elif value not in ([], {}):
             json_schema["default"] = to_jsonable_python(value)
         return json_schema
