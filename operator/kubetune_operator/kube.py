@@ -97,12 +97,18 @@ def _request(
     method: str, path: str, *, body: Any = None, query: list[tuple[str, str]] | None = None,
     content_type: str = "application/json",
 ) -> dict[str, Any]:  # fmt: skip
-    response = _api().call_api(
-        path, method, query_params=query or [],
+    client = _api()
+    method, url, headers, payload, post = client.param_serialize(
+        method, path, query_params=query or [],
         header_params={"Accept": "application/json", "Content-Type": content_type},
-        body=body, auth_settings=["BearerToken"], _preload_content=False, _request_timeout=30,
+        body=body, auth_settings=["BearerToken"],
     )  # fmt: skip
-    raw = response[0].data
+    response = client.call_api(
+        method, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
+    )
+    raw = response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(status=response.status, reason=response.reason, body=raw.decode(errors="replace"))
     return json.loads(raw) if raw else {}
 
 
