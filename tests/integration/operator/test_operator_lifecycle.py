@@ -5,6 +5,7 @@ privilege ServiceAccount) creates the children, kwok moves the pods, the status 
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -355,7 +356,8 @@ def test_metrics_and_probes(
         lambda: (t := operator_process.metrics()) and 'name="measured"' in t and t, what="per-job series"
     )
     for name in observability.OPERATOR_METRICS:
-        assert f"# TYPE {name.removesuffix('_total')}" in text, name
+        # Counters keep their _total in the TYPE line in newer prometheus-client, drop it in older ones.
+        assert re.search(rf"^# TYPE {name.removesuffix('_total')}(_total)? ", text, re.MULTILINE), name
     assert (
         f'{observability.FINETUNEJOB_PHASE}{{name="measured",namespace="{namespace}",phase="Succeeded"}} 1.0'
         in text
