@@ -232,3 +232,32 @@ def merge_patch(old: Any, new: Any) -> Any:
         if nested is not None or (value is None and old[key] is not None):
             patch[key] = nested
     return patch or None
+
+
+# What the ContinuousPretrain controller needs beyond the FineTuneJob controller's rules; the
+# operator's ClusterRole (builders.rbac.OPERATOR_RULES) must include these.
+OPERATOR_RULES: tuple[dict[str, list[str]], ...] = (
+    # kopf watches them and keeps its finalizer and handler state in annotations.
+    {
+        "apiGroups": [constants.GROUP],
+        "resources": [constants.CONTINUOUSPRETRAIN_PLURAL],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {
+        "apiGroups": [constants.GROUP],
+        "resources": [f"{constants.CONTINUOUSPRETRAIN_PLURAL}/status"],
+        "verbs": ["get", "patch"],
+    },
+    # Children carry blockOwnerDeletion owner references to their ContinuousPretrain.
+    {
+        "apiGroups": [constants.GROUP],
+        "resources": [f"{constants.CONTINUOUSPRETRAIN_PLURAL}/finalizers"],
+        "verbs": ["update"],
+    },
+    # Runs are created, and pruned by historyLimit or cancelled by concurrencyPolicy Replace.
+    {
+        "apiGroups": [constants.GROUP],
+        "resources": [constants.FINETUNEJOB_PLURAL],
+        "verbs": ["create", "delete"],
+    },
+)
