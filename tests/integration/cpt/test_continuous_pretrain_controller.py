@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kubetune_api import observability
 from kubetune_api.finetunejob import Artifacts, Metrics
 from kubetune_api.trainer_contract import Outcome, TrainerResult
 from kubetune_dev.controlplane import ControlPlane
@@ -86,7 +87,7 @@ def event_reasons(cp: ControlPlane, ns: str, name: str = "cpt") -> list[str]:
 
 
 def test_new_data_runs_and_a_passing_candidate_is_promoted(
-    control_plane: ControlPlane, cpt_namespace: str, make_cpt: MakeCpt, tmp_path: Path
+    control_plane: ControlPlane, cpt_namespace: str, make_cpt: MakeCpt, cpt_operator: Any, tmp_path: Path
 ) -> None:
     write_shard(tmp_path, "day1.txt", 5)
     make_cpt(pod_annotations=result_message(general_after=3.03))
@@ -105,6 +106,10 @@ def test_new_data_runs_and_a_passing_candidate_is_promoted(
     assert status["runs"][0]["promoted"] is True and status["runs"][0]["domainLossAfter"] == 1.6
     assert {"RunStarted", "Promoted"} <= set(event_reasons(control_plane, cpt_namespace))
     assert condition(cpt, "RunActive")[:2] == ("False", "NoActiveRun")
+    scraped = cpt_operator.metrics()
+    labels = f'name="cpt",namespace="{cpt_namespace}"'
+    assert f"{observability.CPT_GENERATION}{{{labels}}} 1.0" in scraped
+    assert f'{observability.CPT_RUNS}{{{labels},result="promoted"}} 1.0' in scraped
 
 
 def test_a_candidate_that_forgets_is_rejected_and_the_model_stays(
