@@ -61,8 +61,11 @@ def summary(result: TrainerResult) -> str:
     ]
     if m.forgetting_gate_passed is not None:
         rows.append(
-            ("forgetting guard", f"{'passed' if m.forgetting_gate_passed else 'FAILED'} "
-             f"(general loss {_fmt(m.general_loss_base)} -> {_fmt(m.general_loss)})")
+            (
+                "forgetting guard",
+                f"{'passed' if m.forgetting_gate_passed else 'FAILED'} "
+                f"(general loss {_fmt(m.general_loss_base)} -> {_fmt(m.general_loss)})",
+            )
         )
     for name in ("adapter", "model", "eval_report", "data_report", "model_card"):
         value = getattr(result.artifacts, name)
@@ -78,7 +81,9 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def execute(config: TrainerConfig, progress: bool = True, label: str = "training") -> tuple[int, TrainerResult]:
+def execute(
+    config: TrainerConfig, progress: bool = True, label: str = "training"
+) -> tuple[int, TrainerResult]:
     """Run the trainer in-process; (exit code, result) as the pod would report them."""
     from kubetune_trainer.__main__ import failure_result
     from kubetune_trainer.errors import TrainerError

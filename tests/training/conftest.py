@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubetune_api.trainer_contract import TrainerConfig
 from kubetune_trainer import tiny
+
+from kubetune_api.trainer_contract import TrainerConfig
 
 
 @pytest.fixture(scope="session")

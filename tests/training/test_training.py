@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from kubetune_api import observability as names
 from kubetune_trainer import packing
 from kubetune_trainer.errors import GateFailed, Preempted
 from kubetune_trainer.reft import load_reft
 from kubetune_trainer.run import run
+
+from kubetune_api import observability as names
 
 pytestmark = pytest.mark.training
 
@@ -54,7 +55,9 @@ def test_lora_trains_reports_formula_parameter_counts_and_loads_with_peft(make_c
     merged = AutoModelForCausalLM.from_pretrained(_out(config) / "model").eval()
     with torch.no_grad():
         torch.testing.assert_close(adapted(**inputs).logits, merged(**inputs).logits, atol=1e-4, rtol=1e-4)
-        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(base_dir)(**inputs).logits, merged(**inputs).logits)
+        assert not torch.allclose(
+            AutoModelForCausalLM.from_pretrained(base_dir)(**inputs).logits, merged(**inputs).logits
+        )
     card = (_out(config) / "MODEL_CARD.md").read_text()
     assert result.lineage.datasets[0].sha256 in card and "LoRA" in card
 
@@ -65,7 +68,11 @@ def test_full_pretraining_from_config_learns_and_saves_a_loadable_model(make_con
     config = make_config(
         method={"type": "Full"},
         objective="CausalLM",
-        baseModel={"uri": f"file://{world}/base-config", "fromScratch": True, "configOverrides": {"num_hidden_layers": 1}},
+        baseModel={
+            "uri": f"file://{world}/base-config",
+            "fromScratch": True,
+            "configOverrides": {"num_hidden_layers": 1},
+        },
         datasets=[{"name": "corpus", "uri": f"file://{world}/corpus.txt"}],
         hyperparameters={"maxSteps": 25, "learningRate": 0.005, "batchSize": 8, "maxSeqLength": 128},
     )
@@ -80,13 +87,22 @@ def test_full_pretraining_from_config_learns_and_saves_a_loadable_model(make_con
     assert data_report["tokens"]["paddingFraction"] < 0.1
 
 
-@pytest.mark.parametrize(("positions", "share", "kinds"), [("f1+l1", False, 2), ("f1+l1", True, 1), ("l2", False, 1)])
+@pytest.mark.parametrize(
+    ("positions", "share", "kinds"), [("f1+l1", False, 2), ("f1+l1", True, 1), ("l2", False, 1)]
+)
 def test_reft_parameter_count_formula(make_config, positions, share, kinds):
     from kubetune_trainer import models
     from kubetune_trainer.storage import Storage
 
-    config = make_config(method={"type": "ReFT", "reft": {"rank": 3, "layers": [0, 1], "positions": positions, "shareWeights": share}})
-    bundle = models.build(config.base_model, config.method, Storage(), Path("/tmp"), 0, torch.device("cpu"), torch.float32)
+    config = make_config(
+        method={
+            "type": "ReFT",
+            "reft": {"rank": 3, "layers": [0, 1], "positions": positions, "shareWeights": share},
+        }
+    )
+    bundle = models.build(
+        config.base_model, config.method, Storage(), Path("/tmp"), 0, torch.device("cpu"), torch.float32
+    )
     d, r = 64, 3
     assert bundle.trainable_parameters == 2 * kinds * (2 * r * d + r)
     assert all(not p.requires_grad for p in bundle.model.parameters())
@@ -129,7 +145,13 @@ def test_packing_keeps_examples_apart(world):
 
 def test_resume_after_stop_equals_an_uninterrupted_run(make_config, tmp_path):
     method = {"type": "LoRA", "lora": {"rank": 4, "dropout": 0.1}}  # dropout: the RNG state must resume too
-    hyper = {"maxSteps": 12, "learningRate": 0.005, "batchSize": 4, "maxSeqLength": 64, "gradientAccumulationSteps": 2}
+    hyper = {
+        "maxSteps": 12,
+        "learningRate": 0.005,
+        "batchSize": 4,
+        "maxSeqLength": 64,
+        "gradientAccumulationSteps": 2,
+    }
     straight = make_config(method, hyperparameters=hyper, output={"uri": f"file://{tmp_path}/straight"})
     resumed = make_config(method, hyperparameters=hyper, output={"uri": f"file://{tmp_path}/resumed"})
     expected = run(straight)
@@ -144,9 +166,15 @@ def test_resume_after_stop_equals_an_uninterrupted_run(make_config, tmp_path):
     assert result.metrics.test_loss == pytest.approx(expected.metrics.test_loss, rel=1e-5)
 
 
-@pytest.mark.parametrize(("action", "limit", "fails"), [("Fail", 0.0, True), ("Warn", 0.0, False), ("Fail", 10.0, False)])
+@pytest.mark.parametrize(
+    ("action", "limit", "fails"), [("Fail", 0.0, True), ("Warn", 0.0, False), ("Fail", 10.0, False)]
+)
 def test_forgetting_guard(make_config, world, action, limit, fails):
-    guard = {"dataset": {"uri": f"file://{world}/general.txt"}, "maxLossIncreaseRatio": limit, "action": action}
+    guard = {
+        "dataset": {"uri": f"file://{world}/general.txt"},
+        "maxLossIncreaseRatio": limit,
+        "action": action,
+    }
     config = make_config(
         method={"type": "Full"},
         hyperparameters={"maxSteps": 6, "learningRate": 0.01, "batchSize": 4, "maxSeqLength": 64},
@@ -174,9 +202,11 @@ def test_progress_reports_and_metrics_endpoint(make_config, monkeypatch, tmp_pat
     patches: list[tuple[str, dict, str]] = []
 
     class StatusApi(BaseHTTPRequestHandler):
-        def do_PATCH(self):  # noqa: N802
+        def do_PATCH(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            patches.append((self.path, body, self.headers["Content-Type"] + "|" + self.headers.get("Authorization", "")))
+            patches.append(
+                (self.path, body, self.headers["Content-Type"] + "|" + self.headers.get("Authorization", ""))
+            )
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"{}")
@@ -194,7 +224,9 @@ def test_progress_reports_and_metrics_endpoint(make_config, monkeypatch, tmp_pat
 
     def scrape(update: dict) -> None:
         if update["step"] == 3:
-            scraped.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+            scraped.append(
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            )
 
     config = make_config(progressTarget="KubernetesStatus", progressIntervalSeconds=0, metricsPort=port)
     run(config, callback=scrape)

@@ -773,7 +773,9 @@ def baseline_metrics(config: TrainerConfig) -> Metrics:
         if EvalMetric.EXACT_MATCH in config.evaluation.metrics:
             for task in sorted({e.task for e in prepared.test}):
                 examples = [e for e in prepared.test if e.task == task]
-                accuracy, _ = evaluation.exact_match(bundle, examples, config.evaluation.max_generate_tokens, device)
+                accuracy, _ = evaluation.exact_match(
+                    bundle, examples, config.evaluation.max_generate_tokens, device
+                )
                 if accuracy is not None:
                     metrics.task_scores[f"{task}/exactMatch"] = accuracy
         return metrics

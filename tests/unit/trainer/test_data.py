@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from kubetune_api.common import StorageSettings
-from kubetune_api.finetunejob import DataPreparationSpec, DatasetSpec, SplitSpec
 from kubetune_trainer import data
 from kubetune_trainer.errors import DataError
 from kubetune_trainer.minhash import MinHasher, estimated_jaccard
 from kubetune_trainer.storage import Storage
+
+from kubetune_api.common import StorageSettings
+from kubetune_api.finetunejob import DataPreparationSpec, DatasetSpec, SplitSpec
 
 LENIENT = DataPreparationSpec(max_bad_record_ratio=1.0, deduplication="None")
 
@@ -28,13 +29,25 @@ def _dataset(tmp_path: Path, name: str, content: bytes, **spec: object) -> Datas
         (b'{"prompt": "a"', "prompt-completion", "malformed JSON: Expecting ',' delimiter (column 15)"),
         (b"\xff\xfe bad", "prompt-completion", "invalid UTF-8 at byte 0"),
         (b'{"prompt": "a"}', "prompt-completion", "missing field 'completion'"),
-        (b'{"prompt": 3, "completion": "b"}', "prompt-completion", "field 'prompt' must be a string, got int"),
+        (
+            b'{"prompt": 3, "completion": "b"}',
+            "prompt-completion",
+            "field 'prompt' must be a string, got int",
+        ),
         (b"[1, 2]", "prompt-completion", "expected a JSON object, got array"),
         (b'{"prompt": "a", "completion": "   "}', "prompt-completion", "empty text after cleaning"),
         (b'{"text": null}', "text", "field 'text' must be a string, got null"),
         (b'{"messages": []}', "chat", "field 'messages' must be a non-empty array of {role, content}"),
-        (b'{"messages": [{"role": "bot", "content": "x"}]}', "chat", "messages[0].role must be one of system, user, assistant, got 'bot'"),
-        (b'{"messages": [{"role": "user", "content": "x"}]}', "chat", "the last message of 'messages' must have role assistant"),
+        (
+            b'{"messages": [{"role": "bot", "content": "x"}]}',
+            "chat",
+            "messages[0].role must be one of system, user, assistant, got 'bot'",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}]}',
+            "chat",
+            "the last message of 'messages' must have role assistant",
+        ),
     ],
 )
 def test_bad_rows_are_reported_with_file_line_and_reason(tmp_path, line, fmt, reason):
@@ -46,14 +59,19 @@ def test_bad_rows_are_reported_with_file_line_and_reason(tmp_path, line, fmt, re
 
 
 def test_bad_row_ratio_above_the_limit_fails_naming_the_rows(tmp_path):
-    rows = [json.dumps({"prompt": f"q{i}", "completion": "a"}) for i in range(8)] + ["{oops", '{"prompt": "x"}']
+    rows = [json.dumps({"prompt": f"q{i}", "completion": "a"}) for i in range(8)] + [
+        "{oops",
+        '{"prompt": "x"}',
+    ]
     spec = _dataset(tmp_path, "rows.jsonl", "\n".join(rows).encode(), format="prompt-completion")
     prep = DataPreparationSpec(max_bad_record_ratio=0.1)
     with pytest.raises(DataError) as error:
         data.read_dataset(spec, "d", "d", prep, Storage())
     message = str(error.value)
     assert "2 of 10 rows are bad (20.0% > maxBadRecordRatio 10.0%)" in message
-    assert f"{spec.uri}:9: malformed JSON" in message and f"{spec.uri}:10: missing field 'completion'" in message
+    assert (
+        f"{spec.uri}:9: malformed JSON" in message and f"{spec.uri}:10: missing field 'completion'" in message
+    )
     # At the limit it passes.
     data.read_dataset(spec, "d", "d", DataPreparationSpec(max_bad_record_ratio=0.2), Storage())
 
@@ -125,7 +143,9 @@ def test_dedupe_runs_across_splits_so_nothing_leaks(tmp_path):
     near_copies = [s + " extra" for s in sentences[:20]]
     lines = sentences + sentences[:10] + near_copies
     spec = _dataset(tmp_path, "t.txt", "\n".join(lines).encode())
-    prepared = data.prepare([spec], SplitSpec(train=0.5, validation=0.0, test=0.5), DataPreparationSpec(), Storage())
+    prepared = data.prepare(
+        [spec], SplitSpec(train=0.5, validation=0.0, test=0.5), DataPreparationSpec(), Storage()
+    )
     stages = prepared.report["stages"]
     assert stages["exactDuplicates"] == 10 and stages["nearDuplicates"] == 20
     assert prepared.report["leakage"] == {"exactOverlaps": 0, "nearOverlaps": 0}
@@ -133,7 +153,10 @@ def test_dedupe_runs_across_splits_so_nothing_leaks(tmp_path):
     assert not any(e.key in train_keys for e in prepared.test)
     # Without dedupe the same data does leak, and the check says so.
     leaky = data.prepare(
-        [spec], SplitSpec(train=0.5, validation=0.0, test=0.5), DataPreparationSpec(deduplication="None"), Storage()
+        [spec],
+        SplitSpec(train=0.5, validation=0.0, test=0.5),
+        DataPreparationSpec(deduplication="None"),
+        Storage(),
     )
     assert leaky.report["leakage"]["nearOverlaps"] > 0
 
@@ -162,7 +185,11 @@ def test_prefix_reads_all_files_sorted_and_pvc_maps_to_the_mount(tmp_path, monke
     spec = DatasetSpec(name="d", uri="pvc://claim/corpus/")
     examples, report, _ = data.read_dataset(spec, "d", "d", LENIENT, Storage())
     assert [e.completion for e in examples] == ["first file", "second file", "third file"]
-    assert report.files == ["pvc://claim/corpus/a.txt", "pvc://claim/corpus/b.txt", "pvc://claim/corpus/sub/c.jsonl"]
+    assert report.files == [
+        "pvc://claim/corpus/a.txt",
+        "pvc://claim/corpus/b.txt",
+        "pvc://claim/corpus/sub/c.jsonl",
+    ]
 
 
 def test_s3_prefix_against_a_real_s3_server(monkeypatch):
@@ -179,11 +206,15 @@ def test_s3_prefix_against_a_real_s3_server(monkeypatch):
         client = storage.s3()
         client.create_bucket(Bucket="data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         client.put_object(Bucket="data", Key="qa/2.jsonl", Body=b'{"prompt": "b?", "completion": "B"}\n')
-        client.put_object(Bucket="data", Key="qa/1.jsonl", Body=b'{"prompt": "a?", "completion": "A"}\n{bad\n')
+        client.put_object(
+            Bucket="data", Key="qa/1.jsonl", Body=b'{"prompt": "a?", "completion": "A"}\n{bad\n'
+        )
         spec = DatasetSpec(name="qa", uri="s3://data/qa/", format="prompt-completion")
         examples, report, bad = data.read_dataset(spec, "qa", "qa", LENIENT, storage)
         assert [(e.prompt, e.completion) for e in examples] == [("a?", "A"), ("b?", "B")]
-        assert [str(b) for b in bad] == ["s3://data/qa/1.jsonl:2: malformed JSON: Expecting property name enclosed in double quotes (column 2)"]
+        assert [str(b) for b in bad] == [
+            "s3://data/qa/1.jsonl:2: malformed JSON: Expecting property name enclosed in double quotes (column 2)"
+        ]
         single = DatasetSpec(name="qa", uri="s3://data/qa/2.jsonl", format="prompt-completion")
         assert len(data.read_dataset(single, "qa", "qa", LENIENT, storage)[0]) == 1
     finally:

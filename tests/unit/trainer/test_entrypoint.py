@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubetune_api.constants import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR
 from kubetune_trainer.__main__ import MAX_TERMINATION_MESSAGE_BYTES, serialize_result
+
+from kubetune_api.constants import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR
 from kubetune_api.trainer_contract import Outcome, TrainerResult
 
 REPO = Path(__file__).resolve().parents[3]
@@ -40,17 +41,25 @@ def _run(tmp_path: Path, config: dict | str) -> tuple[int, dict, str]:
         "PYTHONPATH": f"{REPO}:{REPO / 'trainer_image'}",
         "PATH": "/usr/bin:/bin",
     }
-    process = subprocess.run([sys.executable, "-m", "kubetune_trainer"], env=env, capture_output=True, text=True, timeout=120)
+    process = subprocess.run(
+        [sys.executable, "-m", "kubetune_trainer"], env=env, capture_output=True, text=True, timeout=120
+    )
     return process.returncode, json.loads(message.read_text()), process.stderr
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"hyperparameters": {"maxSteps": 1, "epochs": 1}}, "hyperparameters: set exactly one of epochs and maxSteps"),
+        (
+            {"hyperparameters": {"maxSteps": 1, "epochs": 1}},
+            "hyperparameters: set exactly one of epochs and maxSteps",
+        ),
         ({"schemaVersion": 9}, "schemaVersion: this trainer reads version 1, got 9"),
         ({"method": {"type": "QLoRA"}}, "method QLoRA needs a CUDA GPU"),
-        ({"method": {"type": "ReFT"}, "output": {"uri": "file:///x", "mergeAdapter": True}}, "output.mergeAdapter needs method LoRA or QLoRA"),
+        (
+            {"method": {"type": "ReFT"}, "output": {"uri": "file:///x", "mergeAdapter": True}},
+            "output.mergeAdapter needs method LoRA or QLoRA",
+        ),
     ],
 )
 def test_config_errors_exit_3_with_a_termination_message(tmp_path, overrides, expected):
