@@ -119,16 +119,15 @@ leader election is only needed in the release namespace.
   verbs: ["get", "create", "update"]
 {{- end }}
 
-{{/* Cluster-scoped, read-only. */}}
+{{/* Cluster-scoped, read-only (both modes). */}}
 {{- define "kubetune.clusterRules" -}}
 # Kopf discovers resources and notices CRD changes at run time.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if not .Values.watchNamespaces }}
-# Cluster-wide mode: Kopf follows namespaces as they come and go.
+# Kopf lists and watches namespaces in both modes (with named namespaces it retries for about
+# a minute, then falls back to assuming they exist): names only, no access to their contents.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
-{{- end }}
 {{- end }}

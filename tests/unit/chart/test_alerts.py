@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from kubetune_api import observability
+from monitoring.promql import metric_names
 
 from .conftest import REPO, helm_template
-from .promql import metric_names
 
 ALERT_TESTS = REPO / "monitoring" / "tests" / "alerts.test.yaml"
 RUNBOOKS = REPO / "monitoring" / "runbooks.md"

@@ -120,11 +120,10 @@ def test_watch_namespaces_gives_roles_in_those_namespaces_only(render: Render) -
         assert rule_triples(role["rules"]) == namespaced
     bindings = {b["metadata"]["namespace"] for b in by_kind(objects, "RoleBinding")}
     assert set(watched) <= bindings
-    # The one ClusterRole left is read-only discovery; namespaces are not needed with fixed names.
+    # The one ClusterRole left is read-only discovery of CRDs and namespace names.
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert rule_triples(cluster_role["rules"]) == {
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        t for t in rule_triples(list(OPERATOR_RULES)) if (t[0], t[1]) in CLUSTER_SCOPED
     }
     env = {
         e["name"]: e.get("value")
@@ -216,7 +215,9 @@ def test_service_monitor_scrapes_the_metrics_service(render: Render) -> None:
     assert monitor["metadata"]["labels"]["release"] == "kps"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert [p["name"] for p in service["spec"]["ports"]] == [monitor["spec"]["endpoints"][0]["port"]]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert [p["name"] for p in service["spec"]["ports"]] == [endpoint["port"]]
+    assert endpoint["honorLabels"] is True
 
 
 def test_crds_are_the_generated_ones_kept_on_uninstall(render: Render) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from kubetune_api import observability
+from monitoring.promql import dashboard_expressions, dashboard_panels, metric_names
 
 from .conftest import CHART
-from .promql import metric_names
 
 DASHBOARD = CHART / "dashboards" / "kubetune.json"
 KNOWN = set(observability.OPERATOR_METRICS) | set(observability.TRAINER_METRICS)
@@ -19,29 +18,12 @@ def load() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
 
 
-def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in dashboard["panels"]:
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def expressions(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(where, PromQL) for every panel target and every query variable."""
-    for panel in panels(dashboard):
-        for target in panel.get("targets", []):
-            yield panel["title"], target["expr"]
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] == "query":
-            query = variable["query"]
-            yield f"variable {variable['name']}", query["query"] if isinstance(query, dict) else query
-
-
 def test_dashboard_is_valid_and_well_formed() -> None:
     dashboard = load()
     assert dashboard["uid"] and dashboard["title"]
-    ids = [p["id"] for p in panels(dashboard)]
+    ids = [p["id"] for p in dashboard_panels(dashboard)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    for panel in panels(dashboard):
+    for panel in dashboard_panels(dashboard):
         grid = panel["gridPos"]
         assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         if panel["type"] != "row":
@@ -51,7 +33,7 @@ def test_dashboard_is_valid_and_well_formed() -> None:
 
 def test_every_expression_reads_only_declared_metrics() -> None:
     seen = set()
-    for where, expression in expressions(load()):
+    for where, expression in dashboard_expressions(load()):
         names = metric_names(expression, KNOWN)
         assert names, f"{where}: no metric in {expression!r}"
         assert names <= KNOWN, f"{where}: unknown metrics {names - KNOWN} in {expression!r}"
@@ -70,7 +52,7 @@ def test_every_expression_reads_only_declared_metrics() -> None:
 
 
 def test_panels_by_title() -> None:
-    titles = {p["title"] for p in panels(load())}
+    titles = {p["title"] for p in dashboard_panels(load())}
     for title in (
         "FineTuneJobs by phase",
         "Progress",
@@ -81,8 +63,3 @@ def test_panels_by_title() -> None:
         "Queue wait",
     ):
         assert title in titles
-
-
-def dashboard_metrics() -> set[str]:
-    """Declared metrics the dashboard reads (the integration test checks the operator exports them)."""
-    return set().union(*(metric_names(e, KNOWN) for _, e in expressions(load())))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .promql import metric_names
+from monitoring.promql import metric_names
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,14 @@
-"""Just enough PromQL lexing to list the metric names an expression reads."""
+"""Just enough PromQL lexing to list the metric names an expression reads, and the
+expressions of the Grafana dashboard. The chart's tests use it to hold the dashboard and the
+alerts to the metric names in kubetune_api/observability.py."""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
@@ -28,6 +33,7 @@ _KEYWORDS = {
     "nan",
 }
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+DASHBOARD = Path(__file__).resolve().parent.parent / "charts" / "kubetune" / "dashboards" / "kubetune.json"
 
 
 def metric_names(expression: str, known: Iterable[str] = ()) -> set[str]:
@@ -58,3 +64,26 @@ def _declared_name(name: str, known: set[str]) -> str:
         if name.endswith(suffix) and name[: -len(suffix)] in known:
             return name[: -len(suffix)]
     return name
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_expressions(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query variable."""
+    for panel in dashboard_panels(dashboard):
+        for target in panel.get("targets", []):
+            yield panel["title"], target["expr"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            yield f"variable {variable['name']}", query["query"] if isinstance(query, dict) else query
+
+
+def dashboard_metrics(known: Iterable[str], path: Path = DASHBOARD) -> set[str]:
+    """Metric names the dashboard reads (suffixed forms folded onto the `known` names)."""
+    dashboard = json.loads(path.read_text())
+    return set().union(*(metric_names(e, known) for _, e in dashboard_expressions(dashboard)))
