@@ -18,6 +18,7 @@ import pytest
 from chart_cluster import (
     RELEASE,
     RELEASE_NAMESPACE,
+    REPO,
     WATCHED_NAMESPACE,
     Cluster,
     Operator,
@@ -242,3 +243,17 @@ def test_uninstall_keeps_the_crds_and_the_jobs(cluster: Cluster, operator: Opera
     assert cluster.get("finetunejob", JOB, "-n", WATCHED_NAMESPACE) is not None
     assert cluster.get("clusterrole", RELEASE) is None
     assert cluster.get("role", RELEASE, "-n", WATCHED_NAMESPACE) is None
+
+
+def test_plain_manifests_apply_on_the_same_cluster(cluster: Cluster) -> None:
+    # For users without Helm; the CRDs kept from the uninstalled release are taken over as they are.
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "deploy" / "kubetune.yaml"))
+    selector = "app.kubernetes.io/component=operator"
+    pods = eventually(
+        lambda: (cluster.get("pods", "-n", "kubetune", "-l", selector) or {}).get("items"),
+        timeout=60,
+        what="operator pod from deploy/kubetune.yaml admitted under restricted Pod Security",
+    )
+    assert pods[0]["spec"]["serviceAccountName"] == "kubetune"
+    namespace = cluster.get("namespace", "kubetune")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
