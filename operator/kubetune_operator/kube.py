@@ -7,9 +7,11 @@ kopf; this module does the rest.
 RBAC the operator needs (ClusterRole; the same rules are `builders.rbac.OPERATOR_RULES`, and
 operator/RBAC.md explains each line):
 
-- kubetune.io finetunejobs: get, list, watch, patch (kopf watches; handler state in annotations)
-- kubetune.io finetunejobs/status: get, patch (phase, conditions, artifacts)
-- kubetune.io finetunejobs/finalizers: update (blockOwnerDeletion on the children)
+- kubetune.io finetunejobs, continuouspretrains: get, list, watch, patch (kopf watches; handler
+  state in annotations)
+- kubetune.io finetunejobs: create, delete (ContinuousPretrain runs)
+- kubetune.io finetunejobs/status, continuouspretrains/status: get, patch (phase, conditions, ...)
+- kubetune.io finetunejobs/finalizers, continuouspretrains/finalizers: update (blockOwnerDeletion)
 - batch jobs: get, list, watch, create, patch (the trainer Job; suspend/resume)
 - "" pods: get, list, watch (phase, scheduling failures, termination messages)
 - "" configmaps, services, serviceaccounts: get, create (config, rendezvous, trainer identity)

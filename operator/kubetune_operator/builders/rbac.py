@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetune_api.constants import FINETUNEJOB_PLURAL, GROUP
+from kubetune_api.constants import CONTINUOUSPRETRAIN_PLURAL, FINETUNEJOB_PLURAL, GROUP
 from kubetune_api.finetunejob import FineTuneJob
 
 from .common import TRAINER_COMPONENT, child_metadata, service_account_name
@@ -58,9 +58,23 @@ def trainer_role_binding(ftj: FineTuneJob) -> dict[str, Any]:
 # Everything the operator does, resource by resource (see operator/RBAC.md for why).
 # The Helm chart's ClusterRole and the integration tests' operator identity use exactly this.
 OPERATOR_RULES: tuple[dict[str, list[str]], ...] = (
-    {"apiGroups": [GROUP], "resources": [FINETUNEJOB_PLURAL], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [GROUP], "resources": [f"{FINETUNEJOB_PLURAL}/status"], "verbs": ["get", "patch"]},
-    {"apiGroups": [GROUP], "resources": [f"{FINETUNEJOB_PLURAL}/finalizers"], "verbs": ["update"]},
+    # FineTuneJobs: kopf watches them; the ContinuousPretrain controller creates and prunes its runs.
+    {
+        "apiGroups": [GROUP],
+        "resources": [FINETUNEJOB_PLURAL, CONTINUOUSPRETRAIN_PLURAL],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": [GROUP], "resources": [FINETUNEJOB_PLURAL], "verbs": ["create", "delete"]},
+    {
+        "apiGroups": [GROUP],
+        "resources": [f"{FINETUNEJOB_PLURAL}/status", f"{CONTINUOUSPRETRAIN_PLURAL}/status"],
+        "verbs": ["get", "patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": [f"{FINETUNEJOB_PLURAL}/finalizers", f"{CONTINUOUSPRETRAIN_PLURAL}/finalizers"],
+        "verbs": ["update"],
+    },
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {

@@ -210,6 +210,11 @@ def derive_status(
         )  # fmt: skip
 
     new_conditions = old_conditions
+    if job is not None:
+        # A Job exists only for a spec that passed validation.
+        new_conditions = set_condition(
+            new_conditions, conditions.VALIDATED, True, "Validated", "References resolved"
+        )
     for type_, holds in (
         (conditions.QUEUED, phase == Phase.QUEUED),
         (conditions.SUSPENDED, phase == Phase.SUSPENDED),

@@ -62,9 +62,9 @@ def reconcile_finetunejob(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
-def trainer_job_changed(namespace: str, name: str, **_: Any) -> None:
+def trainer_job_changed(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
     with _measured():
-        reconcile.sync_job(namespace, name)
+        reconcile.sync_job(namespace, name, job=None if type == "DELETED" else body)
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_FINETUNEJOB: kopf.PRESENT, JOB_NAME_LABEL: kopf.PRESENT})

@@ -92,10 +92,10 @@ def test_creates_every_child_once_then_only_syncs() -> None:
     created = [(kind, name) for op, kind, name in kube.writes if op == "create"]
     assert created == [
         ("ServiceAccount", "demo-trainer"),
+        ("Job", "demo"),
+        ("ConfigMap", "demo-config"),
         ("Role", "demo-trainer"),
         ("RoleBinding", "demo-trainer"),
-        ("ConfigMap", "demo-config"),
-        ("Job", "demo"),
     ]
     job = kube.objects[("Job", "demo")]
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "trainer:default"
@@ -180,6 +180,7 @@ def test_transition_to_succeeded_posts_an_event_and_counts_the_job() -> None:
     kube.objects[("Job", "demo")]["status"] = {
         "conditions": [{"type": "Complete", "status": "True"}],
         "completionTime": "2026-01-01T11:00:00Z",
+        "succeeded": 1,
     }
     kube.pods = [
         {

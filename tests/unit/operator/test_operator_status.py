@@ -177,6 +177,7 @@ def test_success_patch_carries_result_and_never_progress() -> None:
         "lineage": {"baseModelRevision": "abc", "datasets": []},
     }
     assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [
+        ("Validated", "True", "Validated"),
         ("Running", "False", "NotRunning"),
         ("Succeeded", "True", "TrainingSucceeded"),
     ]
@@ -186,6 +187,7 @@ def test_success_patch_carries_result_and_never_progress() -> None:
 def test_unschedulable_condition_and_transition_times() -> None:
     first = status.derive_status(make_ftj(), job(), [pod("Pending", scheduled=UNSCHEDULABLE)], now=NOW)
     assert [(c["type"], c["status"]) for c in first.patch["conditions"]] == [
+        ("Validated", "True"),
         ("Unschedulable", "True"),
         ("Running", "False"),
     ]
