@@ -73,16 +73,20 @@ namespaced rules go to a ClusterRole, or to a Role in each watched namespace; th
 leader election is only needed in the release namespace.
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# Watch FineTuneJobs; Kopf keeps its handler state in annotations (patch).
+# Watch FineTuneJobs and ContinuousPretrains; Kopf keeps its handler state in annotations (patch).
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs", "continuouspretrains"]
+  verbs: ["get", "list", "watch", "patch"]
+# A ContinuousPretrain creates a FineTuneJob per run and prunes finished ones past historyLimit.
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["create", "delete"]
 - apiGroups: ["kubetune.io"]
-  resources: ["finetunejobs/status"]
+  resources: ["finetunejobs/status", "continuouspretrains/status"]
   verbs: ["get", "patch"]
 # Children carry blockOwnerDeletion, which needs update on the owner's finalizers.
 - apiGroups: ["kubetune.io"]
-  resources: ["finetunejobs/finalizers"]
+  resources: ["finetunejobs/finalizers", "continuouspretrains/finalizers"]
   verbs: ["update"]
 # The trainer Job (create, suspend/resume).
 - apiGroups: ["batch"]

@@ -68,7 +68,9 @@ CAN_I = [
     ("list", "secrets", WATCHED_NAMESPACE, False),
     ("create", "jobs.batch", "other-team", False),
     ("watch", "finetunejobs.kubetune.io", "other-team", False),
-    ("delete", "finetunejobs.kubetune.io", WATCHED_NAMESPACE, False),
+    ("delete", "finetunejobs.kubetune.io", WATCHED_NAMESPACE, True),
+    ("delete", "continuouspretrains.kubetune.io", WATCHED_NAMESPACE, False),
+    ("delete", "jobs.batch", WATCHED_NAMESPACE, False),
     ("delete", "pods", WATCHED_NAMESPACE, False),
     ("delete", "nodes", None, False),
     ("get", "nodes", None, False),
@@ -112,7 +114,7 @@ def test_real_requests_with_the_token_are_refused(cluster: Cluster, operator_kub
             "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
             binding,
         ),
-        "delete a FineTuneJob": ("DELETE", f"{FTJ_PATH}/anything", None),
+        "delete a trainer Job": ("DELETE", f"/apis/batch/v1/namespaces/{WATCHED_NAMESPACE}/jobs/{JOB}", None),
     }
     for what, (method, path, body) in refused.items():
         assert https_status(operator_kubeconfig, method, path, body) == 403, what
@@ -166,11 +168,6 @@ def test_operator_with_the_chart_identity_takes_a_job_to_succeeded(
     assert cluster.get("job", JOB, "-n", WATCHED_NAMESPACE) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPERATOR_RULES (operator/kubetune_operator/builders/rbac.py) lacks continuouspretrains, "
-    "which the ContinuousPretrain handlers watch; the chart mirrors OPERATOR_RULES rule for rule",
-)
 def test_operator_needs_no_permission_the_chart_lacks(operator: Operator) -> None:
     forbidden = [line for line in operator.log().splitlines() if "Forbidden" in line or " 403 " in line]
     assert not forbidden, "\n".join(line[:300] for line in forbidden[:5])
