@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from chart_cluster import (
+    CHART,
     RELEASE,
     RELEASE_NAMESPACE,
     REPO,
@@ -230,6 +231,28 @@ def test_prometheus_scrapes_the_operator_and_loads_the_alerts(prometheus: Promet
     # The operator is up, so its alert stays quiet; the finished job is not stuck.
     firing = {r["name"] for r in rules if r["state"] == "firing"}
     assert not firing & {"KubetuneOperatorDown", "KubetuneFineTuneJobStuckPending"}
+
+
+def test_upgrade_reaches_the_templated_crds(cluster: Cluster) -> None:
+    # Helm never upgrades crds/; templated CRDs follow the release. Toggling crds.keep shows
+    # the upgrade rewrote the CRD's metadata in place (same object, jobs untouched).
+    def upgrade(*settings: str) -> dict[str, Any]:
+        args = ["upgrade", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE, "--reuse-values"]
+        cluster.helm(*args, *[arg for setting in settings for arg in ("--set", setting)])
+        crd = cluster.get("crd", "finetunejobs.kubetune.io")
+        assert crd is not None
+        return crd
+
+    before = cluster.get("crd", "finetunejobs.kubetune.io")
+    unkept = upgrade("replicaCount=2", "crds.keep=false")
+    assert "helm.sh/resource-policy" not in unkept["metadata"]["annotations"]
+    kept = upgrade("crds.keep=true")
+    assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert kept["metadata"]["uid"] == before["metadata"]["uid"]
+    status = json.loads(cluster.helm("status", RELEASE, "-n", RELEASE_NAMESPACE, "-o", "json").stdout)
+    assert status["version"] == 3 and status["info"]["status"] == "deployed"
+    assert cluster.get("deployment", RELEASE, "-n", RELEASE_NAMESPACE)["spec"]["replicas"] == 2
+    assert cluster.get("finetunejob", JOB, "-n", WATCHED_NAMESPACE)["status"]["phase"] == "Succeeded"
 
 
 def test_uninstall_keeps_the_crds_and_the_jobs(cluster: Cluster, operator: Operator) -> None:
