@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubetune_operator.builders.job import trainer_job
 from kubetune_operator.builders.rbac import OPERATOR_RULES
 
 from kubetune_api import constants, labels, observability, trainer_contract
+from kubetune_api.finetunejob import FineTuneJob
 
 from .conftest import CHART, RELEASE_NAMESPACE, REPO, Render, by_kind, helm_template, one
 
@@ -197,14 +199,32 @@ def test_image_digest_wins_over_tag(render: Render) -> None:
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
 
 
-def test_pod_monitor_selects_trainer_pods_on_the_trainer_port(render: Render) -> None:
-    pod_monitor = one(render({"metrics": {"podMonitor": {"enabled": True}}}), "PodMonitor")
-    trainer_name = labels.finetunejob_labels("any-job", "trainer")[constants.LABEL_NAME]
-    assert pod_monitor["spec"]["selector"] == {"matchLabels": {constants.LABEL_NAME: trainer_name}}
-    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+def test_pod_monitor_scrapes_the_port_the_operator_gives_trainer_pods(render: Render) -> None:
+    objects = render({"metrics": {"podMonitor": {"enabled": True}}})
+    pod_monitor = one(objects, "PodMonitor")
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["targetPort"] == trainer_contract.DEFAULT_METRICS_PORT
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
     assert endpoint["path"] == "/metrics"
+    # Build a trainer Job the way the operator does, with the port the chart hands it.
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    port = int(env["KUBETUNE_TRAINER_METRICS_PORT"])
+    assert port == trainer_contract.DEFAULT_METRICS_PORT
+    manifest = yaml.safe_load((REPO / "examples" / "lora-instruction.yaml").read_text())
+    manifest["metadata"]["uid"] = "0b0e4a43-6f7c-4e51-9d2a-6b1f7c0d9e11"  # set by the API server
+    ftj = FineTuneJob.model_validate(manifest)
+    job = trainer_job(ftj, image="trainer:test", trainer_metrics_port=port)
+    pod = job["spec"]["template"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert pod_monitor["spec"]["selector"] == {
+        "matchLabels": {
+            constants.LABEL_NAME: labels.finetunejob_labels(ftj.name, "trainer")[constants.LABEL_NAME]
+        }
+    }
+    ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert ports[endpoint["port"]] == port
 
 
 def test_service_monitor_scrapes_the_metrics_service(render: Render) -> None:
