@@ -19,6 +19,7 @@ ruff check .
 mypy
 lint-imports
 python -m kubetune_api.crdgen --check crds
+python deploy/generate.py --check
 
 echo "== tests"
 python -m pytest "$@"
