@@ -20,13 +20,9 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from kubetune_dev import controlplane
+    from kubetune_dev.__main__ import main as dev_main
 
-    if args.action == "up":
-        controlplane.up(args.state_dir)
-    else:
-        controlplane.down(args.state_dir)
-    return 0
+    return dev_main([args.action] + (["--state-dir", args.state_dir] if args.state_dir else []))
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -51,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="a local control plane for development")
     dev.add_argument("action", choices=["up", "down"])
-    dev.add_argument("--state-dir", default=".kubetune-dev", help="certificates, logs, kubeconfig")
+    dev.add_argument("--state-dir", default=None, help="certs, logs, kubeconfig")
     dev.set_defaults(func=_dev)
 
     crds = commands.add_parser("crds", help="write (or --check) the generated CRDs")
