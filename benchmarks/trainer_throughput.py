@@ -22,8 +22,9 @@ sys.path[:0] = [str(REPO), str(REPO / "trainer_image")]
 
 
 def kubetune(world: Path, method: dict, steps: int, seq: int, batch: int) -> dict:
-    from kubetune_api.trainer_contract import TrainerConfig
     from kubetune_trainer.run import run
+
+    from kubetune_api.trainer_contract import TrainerConfig
 
     out = world / f"out-{method['type']}"
     config = TrainerConfig.model_validate(
@@ -159,7 +160,8 @@ def main() -> None:
     for kind in ("LoRA", "ReFT", "Full"):
         r = results[kind]
         print(
-            f"{'kubetune ' + kind + ' (packed)':<28}{r['tokensPerSecond']:>12.0f}{r['peakMemoryBytes'] / 2**20:>13.0f} MiB"
+            f"{'kubetune ' + kind + ' (packed)':<28}{r['tokensPerSecond']:>12.0f}"
+            f"{r['peakMemoryBytes'] / 2**20:>13.0f} MiB"
         )
     print(f"LoRA throughput ratio kubetune / HF baseline: {ratio:.2f}x (goal >= 1.5x)")
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kubetune_api.finetunejob import FineTuneJob
+from kubetune_api.finetunejob import FineTuneJob, Metrics
 from kubetune_api.manifests import ManifestError, load_manifest
-from kubetune_api.trainer_contract import ProgressTarget, TrainerConfig, TrainerResult
+from kubetune_api.trainer_contract import FailureReason, ProgressTarget, TrainerConfig, TrainerResult
 
 
 def _absolute(uri: str | None, base: Path) -> str | None:
@@ -56,17 +56,12 @@ def summary(result: TrainerResult) -> str:
         ("train loss", _fmt(m.train_loss)),
         ("validation loss", _fmt(m.validation_loss)),
         ("test loss", _fmt(m.test_loss)),
+        *([("test loss of the base", _fmt(m.test_loss_base))] if m.test_loss_base is not None else []),
         ("test perplexity", _fmt(m.perplexity)),
         *[(name, _fmt(value)) for name, value in sorted(m.task_scores.items())],
     ]
     if m.forgetting_gate_passed is not None:
-        rows.append(
-            (
-                "forgetting guard",
-                f"{'passed' if m.forgetting_gate_passed else 'FAILED'} "
-                f"(general loss {_fmt(m.general_loss_base)} -> {_fmt(m.general_loss)})",
-            )
-        )
+        rows.append(("forgetting guard", f"{guard_verdict(result)} {_general_loss_change(m)}"))
     for name in ("adapter", "model", "eval_report", "data_report", "model_card"):
         value = getattr(result.artifacts, name)
         if value:
@@ -75,6 +70,22 @@ def summary(result: TrainerResult) -> str:
         rows.append(("message", result.message))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def guard_verdict(result: TrainerResult) -> str:
+    """passed; FAILED when the guard failed the run (action Fail); exceeded (warn only) otherwise."""
+    if result.metrics.forgetting_gate_passed:
+        return "passed"
+    if result.reason == FailureReason.FORGETTING_GATE_FAILED:
+        return "FAILED"
+    return "exceeded (warn only)"
+
+
+def _general_loss_change(m: Metrics) -> str:
+    change = ""
+    if m.general_loss_base and m.general_loss is not None:
+        change = f", {(m.general_loss - m.general_loss_base) / m.general_loss_base:+.1%}"
+    return f"(general loss {_fmt(m.general_loss_base)} -> {_fmt(m.general_loss)}{change})"
 
 
 def _fmt(value: float | None) -> str:

@@ -111,22 +111,19 @@ def test_continuous_pretrain_learns_new_data_without_forgetting(tmp_path: Path) 
 
     result = train(child)
     metrics = result.metrics
-    if metrics.test_loss_base is None:
-        # The trainer does not implement evaluation.compareWithBase yet: score the base model on
-        # the identical test split with the trainer's own baseline function.
-        config = TrainerConfig.from_finetunejob(
-            FineTuneJob.model_validate(child), progress_target=ProgressTarget.NONE
-        )
-        metrics = metrics.model_copy(
-            update={"test_loss_base": trainer_run.baseline_metrics(config).test_loss}
-        )
+    # The child sets evaluation.compareWithBase: the trainer scored the base model on the very same
+    # held-out rows before its first update, and reports it as testLossBase.
+    assert FineTuneJob.model_validate(child).spec.evaluation.compare_with_base
+    assert metrics.test_loss_base is not None, "the trainer did not report testLossBase"
+    assert metrics.task_scores.get("domain/lossBase") is not None
 
     domain = (metrics.test_loss_base, metrics.test_loss)
     general = (metrics.general_loss_base, metrics.general_loss)
     print(
         f"\nContinuousPretrain e2e: domain loss {domain[0]:.4f} -> {domain[1]:.4f}, "
         f"general loss {general[0]:.4f} -> {general[1]:.4f} "
-        f"(domain-only test loss after: {metrics.task_scores.get('domain/loss')}), "
+        f"(domain-only test loss {metrics.task_scores.get('domain/lossBase')} -> "
+        f"{metrics.task_scores.get('domain/loss')}), "
         f"{time.monotonic() - started:.1f} s"
     )
     assert (

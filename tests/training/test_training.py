@@ -37,7 +37,8 @@ def test_lora_trains_reports_formula_parameter_counts_and_loads_with_peft(make_c
     )
     result = run(config)
     report = json.loads((_out(config) / "eval_report.json").read_text())
-    # LoRA on all-linear of 2 Llama layers (hidden 64, mlp 128): q,k,v,o (64→64) + gate,up (64→128) + down (128→64).
+    # LoRA on all-linear of 2 Llama layers (hidden 64, mlp 128):
+    # q,k,v,o (64→64) + gate,up (64→128) + down (128→64).
     per_layer = 4 * 4 * (64 + 64) + 2 * 4 * (64 + 128) + 4 * (128 + 64)
     assert report["trainableParameters"] == 2 * per_layer
     first, last = report["training"]["validationHistory"][0][1], result.metrics.validation_loss

@@ -35,6 +35,8 @@ CHAT_ROLES = ("system", "user", "assistant")
 DEFAULT_CHAT_TEMPLATE = "<|{role}|>\n{content}\n"
 MAX_BAD_ROWS_IN_REPORT = 100
 MAX_BAD_ROWS_IN_MESSAGE = 5
+MAX_BAD_ROW_CHARS = 240
+"""A bad row's description can quote the data (e.g. an unknown chat role): clip it in messages and reports."""
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 
 
@@ -76,7 +78,8 @@ class BadRow:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
+        text = f"{self.file}:{self.line}: {self.reason}"
+        return text if len(text) <= MAX_BAD_ROW_CHARS else text[: MAX_BAD_ROW_CHARS - 1] + "…"
 
 
 class RowError(ValueError):

@@ -118,7 +118,8 @@ def exact_match(
             reference_ids = tokenizer(
                 completion_prefix(example.prompt) + example.completion, add_special_tokens=False
             )
-            # A longer answer can only match if it ends right after the reference: a few tokens of slack suffice.
+            # A longer answer can only match if it ends right after the reference: a few tokens of
+            # slack suffice.
             budget = min(max_new_tokens, len(reference_ids["input_ids"]) + 8)
             answer = tokenizer.decode(
                 greedy_generate(bundle, prompt_ids, budget, device), skip_special_tokens=True

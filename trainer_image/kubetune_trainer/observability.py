@@ -132,7 +132,8 @@ class ProgressReporter:
             self.url, data=data, method="PATCH", headers={"Content-Type": "application/merge-patch+json"}
         )
         try:
-            token = open(self.token_file, encoding="utf-8").read().strip()
+            with open(self.token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
             request.add_header("Authorization", f"Bearer {token}")
         except OSError:
             pass  # no token: e.g. a local API server that does not need one

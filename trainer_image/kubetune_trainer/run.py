@@ -35,6 +35,7 @@ from kubetune_api.finetunejob import (
 )
 from kubetune_api.trainer_contract import (
     TRAINER_CONFIG_SCHEMA_VERSION,
+    JobRef,
     Outcome,
     ProgressTarget,
     TrainerConfig,
@@ -58,7 +59,8 @@ def validate(config: TrainerConfig) -> None:
     """Everything that can be checked without data, model or accelerator."""
     if config.schema_version != TRAINER_CONFIG_SCHEMA_VERSION:
         raise ConfigError(
-            f"schemaVersion: this trainer reads version {TRAINER_CONFIG_SCHEMA_VERSION}, got {config.schema_version}"
+            f"schemaVersion: this trainer reads version {TRAINER_CONFIG_SCHEMA_VERSION}, "
+            f"got {config.schema_version}"
         )
     method = config.method.type
     if config.base_model.from_scratch and method != MethodType.FULL:
@@ -95,6 +97,11 @@ class TrainState:
     evaluations_without_improvement: int = 0
     stopped_early: bool = False
     base_general_loss: float | None = None
+    """The base model's forgetting-guard loss, scored before the first update."""
+    base_test_loss: float | None = None
+    """The base model's test loss (evaluation.compareWithBase), scored before the first update."""
+    base_task_scores: dict[str, float] = field(default_factory=dict)
+    """The base model's per-task scores: "<task>/lossBase", "<task>/exactMatchBase"."""
     last_train_loss: float | None = None
     last_validation_loss: float | None = None
     validation_history: list[list[float]] = field(default_factory=list)
@@ -157,7 +164,110 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+# --------------------------------------------------------------------------- output safety
+
+FINISHED_ARTIFACTS = ("eval_report.json", "MODEL_CARD.md", "trainer-result.json")
+"""Written only when a run finished (succeeded, or rejected by the forgetting guard)."""
+
+
+def checkpoint_store(config: TrainerConfig, storage: Storage, work_dir: Path) -> CheckpointStore:
+    return CheckpointStore(
+        config.checkpoint.uri or join(config.output.uri, "checkpoints"),
+        storage,
+        config.checkpoint.keep,
+        work_dir / "checkpoint-staging",
+        owner=config.job.to_wire(),
+    )
+
+
+def same_job(recorded: Any, job: JobRef) -> bool:
+    """Whether a recorded job (wire dict) is this job: same namespace/name, same uid when both have one."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        other = JobRef.model_validate(recorded)
+    except ValueError:
+        return False
+    if (other.namespace, other.name) != (job.namespace, job.name):
+        return False
+    return other.uid is None or job.uid is None or other.uid == job.uid
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def check_output(config: TrainerConfig, storage: Storage, store: CheckpointStore) -> None:
+    """Refuse to overwrite an earlier run's finished artifacts at output.uri.
+
+    Allowed only when this job resumes from its own checkpoint and either the artifacts are this
+    job's own (a retried pod finishing again) or the checkpoint is newer than them (a new attempt
+    of this job that already trained past them).
+    """
+    out = config.output.uri
+    found = [name for name in FINISHED_ARTIFACTS if storage.exists(join(out, name))]
+    if not found:
+        return
+    report: dict[str, Any] = {}
+    if "eval_report.json" in found:
+        try:
+            loaded = json.loads(storage.read_bytes(join(out, "eval_report.json")))
+            report = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            report = {}
+    steps = store.complete_steps()
+    owner = store.owner(steps[-1]) if steps else None
+    if owner is not None and same_job(owner.get("job"), config.job):
+        if same_job(report.get("job"), config.job):
+            return
+        written, finished = _parse_time(owner.get("writtenAt")), _parse_time(report.get("finishedAt"))
+        if written is not None and finished is not None and written > finished:
+            return
+    earlier = report.get("job") if isinstance(report.get("job"), dict) else None
+    who = (
+        f"job {earlier.get('namespace', 'default')}/{earlier.get('name')}"
+        if earlier
+        else "an earlier run"
+    )
+    raise ConfigError(
+        f"output.uri {out} already holds the finished artifacts of {who} ({', '.join(found)}) and "
+        f"{store.uri} has no checkpoint of this job newer than them; refusing to overwrite them. "
+        "Use a new output.uri, or delete the old artifacts first"
+    )
+
+
 # --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class EvalSets:
+    """What is scored after training; the base model is scored on the very same rows before it."""
+
+    test: list[data.Example]
+    test_rows: list[packing.Row]
+    tasks: dict[str, tuple[list[data.Example], list[packing.Row]]]
+    """Per task: its test examples (for exactMatch) and its rows (for loss)."""
+    general_rows: list[packing.Row]
+    """The forgetting guard's general set, packed, causal LM loss."""
+
+
+def build_eval_sets(
+    config: TrainerConfig,
+    test: list[data.Example],
+    test_tok: list[packing.TokenizedExample],
+    general_rows: list[packing.Row],
+) -> EvalSets:
+    hp = config.hyperparameters
+    tasks = {}
+    for task in sorted({e.task for e in test}):
+        tokenized = [t for t in test_tok if t.task == task]
+        rows = packing.build_rows(tokenized, hp.max_seq_length, hp.packing, hp.seed)
+        tasks[task] = ([e for e in test if e.task == task], rows)
+    test_rows = packing.build_rows(test_tok, hp.max_seq_length, hp.packing, hp.seed)
+    return EvalSets(test, test_rows, tasks, general_rows)
 
 
 @dataclass
@@ -213,6 +323,7 @@ def _run(
 ) -> TrainerResult:
     hp = config.hyperparameters
     started = time.monotonic()
+    check_output(config, storage, checkpoint_store(config, storage, work_dir))
 
     # ---- data (no model, no accelerator needed)
     prepared = data.prepare(config.datasets, config.split, config.data_preparation, storage)
@@ -286,19 +397,21 @@ def _run(
         callback,
     )
 
-    # ---- forgetting guard baseline: the base model before any update (adapter switched off)
+    # ---- what is evaluated: the test split and the forgetting guard's general set; train() scores
+    # the base model on them before any update, evaluate() the trained one
     general_rows: list[packing.Row] = []
     if guard:
         general_tok, _ = packing.tokenize(general, tokenizer, Objective.CAUSAL_LM, length)
         general_rows = packing.build_rows(general_tok, length, True, hp.seed)
+    eval_sets = build_eval_sets(config, prepared.test, test_tok, general_rows)
 
-    state = train(context, stop, stop_after_step, general_rows)
+    state = train(context, stop, stop_after_step, eval_sets)
     barrier(world)
 
     # ---- evaluate (rank 0 alone from here on)
     if not world.is_main:
         return TrainerResult(outcome=Outcome.SUCCEEDED, steps=state.step)
-    eval_report, final_metrics = evaluate(context, state, prepared.test, test_tok, general_rows)
+    eval_report, final_metrics = evaluate(context, state, eval_sets)
     gate_passed = final_metrics.forgetting_gate_passed
     gate_failed = guard is not None and gate_passed is False and guard.action == GuardAction.FAIL
 
@@ -392,9 +505,38 @@ def _restore(ctx: RunContext, directory: Path, optimizer: Any, scheduler: Any) -
     return TrainState(**json.loads((directory / "trainer_state.json").read_text()))
 
 
-def train(
-    ctx: RunContext, stop: StopSignal, stop_after_step: int | None, general_rows: list[packing.Row]
-) -> TrainState:
+def score_base(ctx: RunContext, sets: EvalSets, state: TrainState) -> None:
+    """The base model's scores, before any update (LoRA: adapter off; ReFT: interventions off; Full:
+    the weights as loaded). Fills only what `state` lacks, so a resumed run keeps the first scores."""
+    config, bundle, world = ctx.config, ctx.bundle, ctx.world
+    hp = config.hyperparameters
+    want_general = bool(sets.general_rows) and state.base_general_loss is None
+    want_test = config.evaluation.compare_with_base and state.base_test_loss is None
+    if not (want_general or want_test):
+        return
+    with bundle.base_behaviour():
+        if want_general:
+            state.base_general_loss = evaluation.mean_loss(
+                bundle, sets.general_rows, hp.batch_size, world.device, True, ctx.autocast
+            )
+        if want_test:
+            test_loss, per_task, _ = score_test(ctx, sets, with_perplexity=False)
+            state.base_test_loss = test_loss
+            state.base_task_scores = {
+                f"{task}/{name}Base": round(value, 6)
+                for task, scores in per_task.items()
+                for name, value in scores.items()
+                if name in ("loss", "exactMatch")
+            }
+    event(
+        "base model scored",
+        generalLoss=state.base_general_loss,
+        testLoss=state.base_test_loss,
+        **state.base_task_scores,
+    )
+
+
+def train(ctx: RunContext, stop: StopSignal, stop_after_step: int | None, sets: EvalSets) -> TrainState:
     config, world, bundle = ctx.config, ctx.world, ctx.bundle
     hp = config.hyperparameters
     module: torch.nn.Module = models.TrainableModule(bundle)
@@ -411,23 +553,17 @@ def train(
     warmup = int(hp.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp.scheduler, warmup, total_steps))
     scaler = torch.amp.GradScaler(enabled=hp.precision == Precision.FP16 and world.device.type == "cuda")
-    store = CheckpointStore(
-        config.checkpoint.uri or join(config.output.uri, "checkpoints"),
-        ctx.storage,
-        config.checkpoint.keep,
-        ctx.work_dir / "checkpoint-staging",
-    )
+    store = checkpoint_store(config, ctx.storage, ctx.work_dir)
 
     state = TrainState()
     latest = store.latest()
     if latest is not None:
         state = _restore(ctx, latest[1], optimizer, scheduler)
         event("resumed from checkpoint", step=state.step, epoch=state.epoch, batchIndex=state.batch_index)
-    elif general_rows:
-        with bundle.base_behaviour():
-            state.base_general_loss = evaluation.mean_loss(
-                bundle, general_rows, hp.batch_size, world.device, True, ctx.autocast
-            )
+    # Only rank 0 evaluates. Full fine-tuning changes the base weights themselves: after the first
+    # update they can only be scored from a checkpoint that already holds the scores.
+    if world.is_main and (state.step == 0 or bundle.method != MethodType.FULL):
+        score_base(ctx, sets, state)
     if ctx.metrics:
         ctx.metrics.total_steps.set(total_steps)
 
@@ -511,6 +647,7 @@ def train(
             step_metrics = Metrics(
                 train_loss=state.last_train_loss,
                 validation_loss=state.last_validation_loss,
+                test_loss_base=state.base_test_loss,
                 learning_rate=learning_rate,
                 tokens_per_second=round(tokens_per_second, 2),
             )
@@ -561,31 +698,24 @@ def train(
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(
-    ctx: RunContext,
-    state: TrainState,
-    test: list[data.Example],
-    test_tok: list[packing.TokenizedExample],
-    general_rows: list[packing.Row],
-) -> tuple[dict[str, Any], Metrics]:
+def score_test(
+    ctx: RunContext, sets: EvalSets, with_perplexity: bool = True
+) -> tuple[float | None, dict[str, dict[str, float]], dict[str, Any]]:
+    """(test loss, per-task scores, exactMatch samples) of the model as it is now."""
     config, bundle, world = ctx.config, ctx.bundle, ctx.world
     hp = config.hyperparameters
     wanted = set(config.evaluation.metrics)
-    test_rows = packing.build_rows(test_tok, hp.max_seq_length, hp.packing, hp.seed)
-    test_loss = evaluation.mean_loss(bundle, test_rows, hp.batch_size, world.device, ctx.packed, ctx.autocast)
-    task_scores: dict[str, float] = {}
-    per_task: dict[str, Any] = {}
+    test_loss = evaluation.mean_loss(
+        bundle, sets.test_rows, hp.batch_size, world.device, ctx.packed, ctx.autocast
+    )
+    per_task: dict[str, dict[str, float]] = {}
     samples: dict[str, Any] = {}
-    tasks = sorted({e.task for e in test})
-    for task in tasks:
-        examples = [e for e in test if e.task == task]
-        tokenized = [t for t in test_tok if t.task == task]
-        rows = packing.build_rows(tokenized, hp.max_seq_length, hp.packing, hp.seed)
+    for task, (examples, rows) in sets.tasks.items():
         loss = evaluation.mean_loss(bundle, rows, hp.batch_size, world.device, ctx.packed, ctx.autocast)
         scores: dict[str, float] = {}
         if loss is not None:
             scores["loss"] = loss
-            if EvalMetric.PERPLEXITY in wanted:
+            if with_perplexity and EvalMetric.PERPLEXITY in wanted:
                 scores["perplexity"] = evaluation.perplexity(loss) or 0.0
         if EvalMetric.EXACT_MATCH in wanted:
             accuracy, task_samples = evaluation.exact_match(
@@ -594,21 +724,39 @@ def evaluate(
             if accuracy is not None:
                 scores["exactMatch"] = accuracy
                 samples[task] = task_samples
-        per_task[task] = {"examples": len(examples), **scores}
-        if len(tasks) > 1 or True:
-            task_scores.update({f"{task}/{name}": round(value, 6) for name, value in scores.items()})
+        per_task[task] = scores
+    return test_loss, per_task, samples
+
+
+def evaluate(ctx: RunContext, state: TrainState, sets: EvalSets) -> tuple[dict[str, Any], Metrics]:
+    config, bundle, world = ctx.config, ctx.bundle, ctx.world
+    hp = config.hyperparameters
+    wanted = set(config.evaluation.metrics)
+    compare = config.evaluation.compare_with_base
+    test_loss, scored, samples = score_test(ctx, sets)
+    task_scores: dict[str, float] = {}
+    per_task: dict[str, Any] = {}
+    for task, scores in scored.items():
+        base = {
+            name: state.base_task_scores[f"{task}/{name}"]
+            for name in ("lossBase", "exactMatchBase")
+            if compare and f"{task}/{name}" in state.base_task_scores
+        }
+        per_task[task] = {"examples": len(sets.tasks[task][0]), **scores, **base}
+        task_scores.update({f"{task}/{name}": round(value, 6) for name, value in {**scores, **base}.items()})
     metrics = Metrics(
         train_loss=state.last_train_loss,
         validation_loss=state.last_validation_loss,
         test_loss=test_loss,
+        test_loss_base=state.base_test_loss if compare else None,
         perplexity=evaluation.perplexity(test_loss) if EvalMetric.PERPLEXITY in wanted else None,
         task_scores=task_scores,
     )
     guard_report: dict[str, Any] | None = None
     guard = config.evaluation.forgetting_guard
-    if guard and general_rows and state.base_general_loss is not None:
+    if guard and sets.general_rows and state.base_general_loss is not None:
         candidate = evaluation.mean_loss(
-            bundle, general_rows, hp.batch_size, world.device, True, ctx.autocast
+            bundle, sets.general_rows, hp.batch_size, world.device, True, ctx.autocast
         )
         assert candidate is not None
         ratio = evaluation.forgetting_ratio(state.base_general_loss, candidate)
@@ -623,7 +771,7 @@ def evaluate(
             "maxLossIncreaseRatio": guard.max_loss_increase_ratio,
             "action": guard.action.value,
             "passed": passed,
-            "examples": sum(len(r.prompt_spans) for r in general_rows),
+            "examples": sum(len(r.prompt_spans) for r in sets.general_rows),
         }
         event("forgetting guard", **guard_report)
     throughput_file = ctx.work_dir / "throughput.json"
@@ -645,7 +793,12 @@ def evaluate(
             "tokensPerSecond": round(tokens_per_second, 2) if tokens_per_second else None,
             "peakMemoryBytes": peak_memory_bytes(world.device),
         },
-        "test": {"loss": test_loss, "perplexity": evaluation.perplexity(test_loss), "tasks": per_task},
+        "test": {
+            "loss": test_loss,
+            "perplexity": evaluation.perplexity(test_loss),
+            **({"lossBase": state.base_test_loss} if compare else {}),
+            "tasks": per_task,
+        },
         "samples": samples,
         "forgettingGuard": guard_report,
     }
@@ -686,7 +839,11 @@ def save_artifacts(
         bundle.tokenizer.save_pretrained(staging / "model")
         storage.publish_dir(staging / "model", join(out, "model"))
         artifacts.model = join(out, "model")
-    eval_report = {**eval_report, "flaggedByForgettingGuard": flagged}
+    eval_report = {
+        **eval_report,
+        "flaggedByForgettingGuard": flagged,
+        "finishedAt": datetime.now(UTC).isoformat(timespec="microseconds"),
+    }
     storage.write_bytes(
         join(out, "eval_report.json"), json.dumps(eval_report, indent=2, default=str).encode()
     )
@@ -716,7 +873,8 @@ def model_card(config: TrainerConfig, report: dict[str, Any], lineage: Lineage, 
         + (" — pre-trained from its config (random init)" if config.base_model.from_scratch else ""),
         f"- Method: {config.method.type.value}; objective: {config.objective.value}",
         f"- Trainable parameters: {report['trainableParameters']:,} of {report['totalParameters']:,}",
-        f"- Steps: {report['training']['steps']}; trainer {lineage.trainer_version}; image `{lineage.image or 'local'}`",
+        f"- Steps: {report['training']['steps']}; trainer {lineage.trainer_version}; "
+        f"image `{lineage.image or 'local'}`",
         f"- Written: {datetime.now(UTC).isoformat(timespec='seconds')}",
         "",
         "## Data lineage",
@@ -727,7 +885,8 @@ def model_card(config: TrainerConfig, report: dict[str, Any], lineage: Lineage, 
         "",
         "## Evaluation",
         "",
-        f"- Test loss: {test['loss']}; perplexity: {test['perplexity']}",
+        f"- Test loss: {test['loss']}; perplexity: {test['perplexity']}"
+        + (f"; base model on the same test set: {test['lossBase']}" if "lossBase" in test else ""),
         *[f"- Task `{name}`: {json.dumps(scores)}" for name, scores in test["tasks"].items()],
     ]
     if report.get("forgettingGuard"):

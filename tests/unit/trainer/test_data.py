@@ -51,7 +51,10 @@ def _dataset(tmp_path: Path, name: str, content: bytes, **spec: object) -> Datas
     ],
 )
 def test_bad_rows_are_reported_with_file_line_and_reason(tmp_path, line, fmt, reason):
-    good = b'{"prompt": "p", "completion": "c", "text": "t", "messages": [{"role": "assistant", "content": "c"}]}'
+    good = (
+        b'{"prompt": "p", "completion": "c", "text": "t", '
+        b'"messages": [{"role": "assistant", "content": "c"}]}'
+    )
     spec = _dataset(tmp_path, "rows.jsonl", good + b"\n" + line + b"\n", format=fmt)
     _, report, bad = data.read_dataset(spec, "d", "d", LENIENT, Storage())
     assert [str(b) for b in bad] == [f"{spec.uri}:2: {reason}"]
@@ -74,6 +77,25 @@ def test_bad_row_ratio_above_the_limit_fails_naming_the_rows(tmp_path):
     )
     # At the limit it passes.
     data.read_dataset(spec, "d", "d", DataPreparationSpec(max_bad_record_ratio=0.2), Storage())
+
+
+def test_bad_row_message_stays_bounded_for_a_huge_number_of_bad_rows(tmp_path):
+    """The first few bad rows, each clipped, and a count: never the whole file, never a template literal."""
+    huge_role = {
+        "messages": [{"role": "x" * 100_000, "content": "hi"}, {"role": "assistant", "content": "a"}]
+    }
+    rows = [json.dumps(huge_role)] + ["{oops"] * 100_000 + [json.dumps({"messages": []})] * 5
+    spec = _dataset(tmp_path, "chat.jsonl", "\n".join(rows).encode(), format="chat")
+    with pytest.raises(DataError) as error:
+        data.read_dataset(spec, "d", "d", DataPreparationSpec(max_bad_record_ratio=0.5), Storage())
+    message = str(error.value)
+    assert "100006 of 100006 rows are bad" in message
+    assert message.count(f"{spec.uri}:") == data.MAX_BAD_ROWS_IN_MESSAGE
+    assert f"{spec.uri}:1: messages[0].role must be one of system, user, assistant, got 'xxx" in message
+    assert f"{spec.uri}:2: malformed JSON" in message and f"{spec.uri}:5: malformed JSON" in message
+    assert message.endswith("(and 100001 more)")
+    assert "[*]" not in message
+    assert len(message) < 2_000  # fits a Kubernetes termination message with room to spare
 
 
 def test_empty_dataset_is_a_clear_error(tmp_path):
@@ -210,10 +232,11 @@ def test_s3_prefix_against_a_real_s3_server(monkeypatch):
             Bucket="data", Key="qa/1.jsonl", Body=b'{"prompt": "a?", "completion": "A"}\n{bad\n'
         )
         spec = DatasetSpec(name="qa", uri="s3://data/qa/", format="prompt-completion")
-        examples, report, bad = data.read_dataset(spec, "qa", "qa", LENIENT, storage)
+        examples, _, bad = data.read_dataset(spec, "qa", "qa", LENIENT, storage)
         assert [(e.prompt, e.completion) for e in examples] == [("a?", "A"), ("b?", "B")]
         assert [str(b) for b in bad] == [
-            "s3://data/qa/1.jsonl:2: malformed JSON: Expecting property name enclosed in double quotes (column 2)"
+            "s3://data/qa/1.jsonl:2: malformed JSON: "
+            "Expecting property name enclosed in double quotes (column 2)"
         ]
         single = DatasetSpec(name="qa", uri="s3://data/qa/2.jsonl", format="prompt-completion")
         assert len(data.read_dataset(single, "qa", "qa", LENIENT, storage)[0]) == 1
