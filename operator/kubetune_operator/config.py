@@ -54,7 +54,9 @@ class OperatorConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     """Holder identity written into the Lease (KUBETUNE_OPERATOR_IDENTITY, else POD_NAME)."""
     max_workers: int = 16
-    """Threads for the synchronous handlers (KUBETUNE_MAX_WORKERS)."""
+    """Threads for the synchronous handlers: creating children (KUBETUNE_MAX_WORKERS)."""
+    status_workers: int = 4
+    """Threads deriving status from Job and pod events (KUBETUNE_STATUS_WORKERS)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -90,4 +92,5 @@ class OperatorConfig:
             lease_renew_seconds=float(env.get("KUBETUNE_LEASE_RENEW_SECONDS", defaults.lease_renew_seconds)),
             identity=env.get("KUBETUNE_OPERATOR_IDENTITY", env.get("POD_NAME", defaults.identity)),
             max_workers=int(env.get("KUBETUNE_MAX_WORKERS", defaults.max_workers)),
+            status_workers=int(env.get("KUBETUNE_STATUS_WORKERS", defaults.status_workers)),
         )

@@ -117,6 +117,8 @@ def _keep_leadership(
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf logs every handler call at INFO: thousands of lines per minute from pod events alone.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = OperatorConfig.from_env()
     kube.configure(max_connections=config.max_workers + 4)
     finetunejob_handlers.configure(config)

@@ -29,6 +29,7 @@ _config = OperatorConfig()
 def configure(config: OperatorConfig) -> None:
     global _config
     _config = config
+    reconcile.STATUS_QUEUE.workers = config.status_workers
 
 
 @contextmanager
@@ -51,7 +52,7 @@ def _measured() -> Iterator[None]:
 def reconcile_finetunejob(body: kopf.Body, **_: Any) -> None:
     with _measured():
         try:
-            reconcile.apply(body, _config)
+            reconcile.apply(body, _config, status_queue=reconcile.STATUS_QUEUE)
         except DependencyMissing as error:
             # A Secret or PVC may be created later (GitOps ordering): check again, slowly.
             metrics.RECONCILE_ERRORS.labels(FINETUNEJOB_KIND, error.reason).inc()
@@ -61,18 +62,17 @@ def reconcile_finetunejob(body: kopf.Body, **_: Any) -> None:
             raise kopf.PermanentError(error.message) from None
 
 
+# Watch events only queue a status sync (see reconcile.StatusQueue); they run on kopf's event loop.
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
-def trainer_job_changed(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
-    with _measured():
-        reconcile.sync_job(namespace, name, job=None if type == "DELETED" else body)
+async def trainer_job_changed(namespace: str, name: str, **_: Any) -> None:
+    reconcile.STATUS_QUEUE.enqueue(namespace, name)
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_FINETUNEJOB: kopf.PRESENT, JOB_NAME_LABEL: kopf.PRESENT})
-def trainer_pod_changed(namespace: str, labels: kopf.Labels, **_: Any) -> None:
-    with _measured():
-        reconcile.sync_job(namespace, labels[JOB_NAME_LABEL])
+async def trainer_pod_changed(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    reconcile.STATUS_QUEUE.enqueue(namespace, labels[JOB_NAME_LABEL])
 
 
 @kopf.on.event(GROUP, VERSION, FINETUNEJOB_PLURAL)
-def finetunejob_published(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def finetunejob_published(body: kopf.Body, type: str | None, **_: Any) -> None:
     reconcile.observe_published(body, deleted=type == "DELETED")

@@ -143,9 +143,18 @@ def job_updates(ftj: FineTuneJob, existing: Mapping[str, Any]) -> dict[str, Any]
 
 
 def apply(
-    body: Mapping[str, Any], config: OperatorConfig, *, kube: ModuleType = real_kube, clock: Clock = utcnow
+    body: Mapping[str, Any],
+    config: OperatorConfig,
+    *,
+    kube: ModuleType = real_kube,
+    clock: Clock = utcnow,
+    status_queue: StatusQueue | None = None,
 ) -> None:
-    """Create-or-adopt the children of a FineTuneJob and bring its status up to date. Idempotent."""
+    """Create-or-adopt the children of a FineTuneJob and bring its status up to date. Idempotent.
+
+    With a status_queue the status is written by its workers, so the calling thread is free for
+    the next job's children at once; without one it is written before returning.
+    """
     ftj = parse(body)
     if ftj.status is not None and ftj.status.phase in TERMINAL_PHASES:
         return  # finished runs are never restarted (their Job may be gone after its TTL)
@@ -168,7 +177,10 @@ def apply(
     patch = job_updates(ftj, trainer_job)
     if patch:
         kube.patch_job(ftj.namespace, trainer_job["metadata"]["name"], patch)
-    sync_job(ftj.namespace, trainer_job["metadata"]["name"], job=trainer_job, kube=kube, clock=clock)
+    if status_queue is not None:
+        status_queue.enqueue(ftj.namespace, trainer_job["metadata"]["name"])
+    else:
+        sync_job(ftj.namespace, trainer_job["metadata"]["name"], job=trainer_job, kube=kube, clock=clock)
 
 
 def _record_validation(
@@ -256,8 +268,8 @@ def sync_job(
 ) -> None:
     """Bring the owning FineTuneJob's status in line with its Job and pods (after any change to them).
 
-    `job` is the Job as a watch event just delivered it, which spares a read; a coalesced re-run
-    reads it afresh.
+    `job` is the Job as this thread just created or read it, which spares a read; a coalesced
+    re-run reads it afresh.
     """
     delivered = [dict(job) if job is not None else None]
 
@@ -266,6 +278,71 @@ def sync_job(
         _sync_job_once(namespace, job_name, job=body, kube=kube, clock=clock)
 
     _COALESCER.run((namespace, job_name), once)
+
+
+class StatusQueue:
+    """A deduplicating work queue in front of sync_job, like client-go's workqueue.
+
+    Watch events only enqueue (cheap, on kopf's event loop); a few worker threads sync. A job
+    queued many times before a worker gets to it is synced once, so a burst of pod events costs
+    one status read-and-write, and status work never crowds out Job creation in kopf's executor.
+    A failed sync is retried after `retry_seconds`.
+    """
+
+    def __init__(self, sync: Callable[[str, str, Mapping[str, Any] | None], None], workers: int = 4,
+                 retry_seconds: float = 5.0) -> None:  # fmt: skip
+        self._sync = sync
+        self.workers = workers
+        self.retry_seconds = retry_seconds
+        self._cv = threading.Condition()
+        self._pending: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        self._active: set[tuple[str, str]] = set()
+        self._started = False
+
+    def enqueue(self, namespace: str, job_name: str, job: Mapping[str, Any] | None = None) -> None:
+        """Queue a sync. Production callers pass no `job`: a Job body from one watch stream can be
+        older than the pods seen on another, so the sync reads the Job afresh."""
+        with self._cv:
+            self._pending[(namespace, job_name)] = job
+            if not self._started:
+                self._started = True
+                for index in range(self.workers):
+                    threading.Thread(target=self._work, name=f"status-{index}", daemon=True).start()
+            self._cv.notify()
+
+    def idle(self) -> bool:
+        with self._cv:
+            return not self._pending and not self._active
+
+    def _next(self) -> tuple[tuple[str, str], Mapping[str, Any] | None]:
+        with self._cv:
+            while True:
+                key = next((k for k in self._pending if k not in self._active), None)
+                if key is not None:
+                    self._active.add(key)
+                    return key, self._pending.pop(key)
+                self._cv.wait()
+
+    def _work(self) -> None:
+        while True:
+            (namespace, job_name), job = self._next()
+            started = time.monotonic()
+            try:
+                self._sync(namespace, job_name, job)
+            except Exception as error:
+                metrics.RECONCILE_ERRORS.labels(FINETUNEJOB_KIND, type(error).__name__).inc()
+                logger.warning("status sync of %s/%s failed; retrying", namespace, job_name, exc_info=True)
+                timer = threading.Timer(self.retry_seconds, self.enqueue, args=(namespace, job_name))
+                timer.daemon = True
+                timer.start()
+            finally:
+                metrics.RECONCILE_DURATION.labels(FINETUNEJOB_KIND).observe(time.monotonic() - started)
+                with self._cv:
+                    self._active.discard((namespace, job_name))
+                    self._cv.notify()
+
+
+STATUS_QUEUE = StatusQueue(lambda namespace, job_name, job: sync_job(namespace, job_name, job=job))
 
 
 def _owner_name(obj: Mapping[str, Any]) -> str | None:

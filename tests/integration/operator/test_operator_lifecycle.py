@@ -138,7 +138,12 @@ def test_too_many_gpus_is_unschedulable_with_the_schedulers_message(
         found = ftj and condition(ftj, "Unschedulable")
         return ftj if found and found["status"] == "True" else None
 
-    ftj = eventually(unschedulable, timeout=60, what="Unschedulable")
+    try:
+        ftj = eventually(unschedulable, timeout=60, what="Unschedulable")
+    except AssertionError as error:
+        pods = api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+        seen = {"ftj": (api.ftj(namespace, "huge") or {}).get("status"), "pods": [p["status"] for p in pods]}
+        raise AssertionError(f"{error}\nobserved: {json.dumps(seen, indent=1)}") from None
     assert ftj["status"]["phase"] == "Pending"
     assert "Insufficient nvidia.com/gpu" in condition(ftj, "Unschedulable")["message"]
     assert "Unschedulable" in eventually(lambda: events_for(api, namespace, "huge"))

@@ -219,3 +219,38 @@ def test_coalescer_runs_one_more_time_for_events_during_a_run() -> None:
 
     coalescer.run("k", sync)
     assert runs == [0, 1]
+
+
+def test_status_queue_dedupes_bursts_and_retries_failures() -> None:
+    import threading
+    import time
+
+    calls: list[tuple[str, Any]] = []
+    release = threading.Event()
+    fail_once = [True]
+
+    def sync(namespace: str, job_name: str, job: Any) -> None:
+        calls.append((job_name, job))
+        if job_name == "a" and len(calls) == 1:
+            release.wait(5)
+        if job_name == "b" and fail_once[0]:
+            fail_once[0] = False
+            raise RuntimeError("API hiccup")
+
+    queue = reconcile.StatusQueue(sync, workers=2, retry_seconds=0.05)
+    queue.enqueue("ns", "a", {"v": 1})
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for version in (2, 3, 4):  # a burst while "a" is being synced: one more sync, newest body
+        queue.enqueue("ns", "a", {"v": version})
+    queue.enqueue("ns", "b")
+    release.set()
+    while (not queue.idle() or len(calls) < 4) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(calls, key=lambda c: (c[0], str(c[1]))) == [
+        ("a", {"v": 1}),
+        ("a", {"v": 4}),
+        ("b", None),
+        ("b", None),
+    ]
