@@ -78,9 +78,11 @@ def configure(kubeconfig: str | None = None, max_connections: int = 16) -> None:
     global _client
     configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     configuration.connection_pool_maxsize = max_connections
     client = kubernetes.client.ApiClient(configuration)
     client.user_agent = USER_AGENT
@@ -108,7 +110,7 @@ def _request(
     response = client.call_api(
         method, url, header_params=headers, body=payload, post_params=post, _request_timeout=30
     )
-    raw = response.read()
+    raw: bytes = response.read()  # type: ignore[no-untyped-call]
     if not 200 <= response.status < 300:
         raise ApiException(status=response.status, reason=response.reason, body=raw.decode(errors="replace"))
     return json.loads(raw) if raw else {}

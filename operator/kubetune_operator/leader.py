@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 from . import kube as real_kube
@@ -32,7 +31,7 @@ class LeaseElector:
         self,
         config: OperatorConfig,
         *,
-        kube: ModuleType = real_kube,
+        kube: Any = real_kube,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.namespace = config.lease_namespace

@@ -62,7 +62,7 @@ def parse_time(value: str | None) -> datetime | None:
 def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
     for condition in job.get("status", {}).get("conditions") or []:
         if condition.get("type") == type_ and condition.get("status") == "True":
-            return condition
+            return dict(condition)
     return None
 
 

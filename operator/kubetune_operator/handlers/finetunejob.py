@@ -64,13 +64,13 @@ def reconcile_finetunejob(body: kopf.Body, **_: Any) -> None:
 
 # Watch events only queue a status sync (see reconcile.StatusQueue); they run on kopf's event loop.
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_FINETUNEJOB: kopf.PRESENT})
-async def trainer_job_changed(namespace: str, name: str, **_: Any) -> None:
-    reconcile.STATUS_QUEUE.enqueue(namespace, name)
+async def trainer_job_changed(namespace: str | None, name: str, **_: Any) -> None:
+    reconcile.STATUS_QUEUE.enqueue(namespace or "", name)
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_FINETUNEJOB: kopf.PRESENT, JOB_NAME_LABEL: kopf.PRESENT})
-async def trainer_pod_changed(namespace: str, labels: kopf.Labels, **_: Any) -> None:
-    reconcile.STATUS_QUEUE.enqueue(namespace, labels[JOB_NAME_LABEL])
+async def trainer_pod_changed(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    reconcile.STATUS_QUEUE.enqueue(namespace or "", labels[JOB_NAME_LABEL])
 
 
 @kopf.on.event(GROUP, VERSION, FINETUNEJOB_PLURAL)

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,6 +30,8 @@ from ..errors import DependencyMissing, ReconcileError, SpecInvalid
 logger = logging.getLogger(__name__)
 EVENT_COMPONENT = "kubetune-operator"
 Clock = Callable[[], datetime]
+# The kubetune_operator.kube module, or a fake with the same functions in unit tests.
+Kube = Any
 
 
 def utcnow() -> datetime:
@@ -50,7 +51,7 @@ def parse(body: Mapping[str, Any]) -> FineTuneJob:
 # --------------------------------------------------------------------------- validation
 
 
-def validate(ftj: FineTuneJob, config: OperatorConfig, kube: ModuleType = real_kube) -> None:
+def validate(ftj: FineTuneJob, config: OperatorConfig, kube: Kube = real_kube) -> None:
     """The checks the schema cannot make. Raises SpecInvalid or DependencyMissing naming every field."""
     permanent: list[ReconcileError] = []
     waiting: list[ReconcileError] = []
@@ -146,7 +147,7 @@ def apply(
     body: Mapping[str, Any],
     config: OperatorConfig,
     *,
-    kube: ModuleType = real_kube,
+    kube: Kube = real_kube,
     clock: Clock = utcnow,
     status_queue: StatusQueue | None = None,
 ) -> None:
@@ -190,7 +191,7 @@ def _record_validation(
     message: str,
     phase: Phase | None,
     *,
-    kube: ModuleType,
+    kube: Kube,
     clock: Clock,
 ) -> None:
     old = list(ftj.status.conditions) if ftj.status else []
@@ -263,7 +264,7 @@ def sync_job(
     job_name: str,
     *,
     job: Mapping[str, Any] | None = None,
-    kube: ModuleType = real_kube,
+    kube: Kube = real_kube,
     clock: Clock = utcnow,
 ) -> None:
     """Bring the owning FineTuneJob's status in line with its Job and pods (after any change to them).
@@ -360,7 +361,7 @@ def _may_have_pods(trainer_job: Mapping[str, Any]) -> bool:
 
 
 def _sync_job_once(
-    namespace: str, job_name: str, *, job: dict[str, Any] | None, kube: ModuleType, clock: Clock
+    namespace: str, job_name: str, *, job: dict[str, Any] | None, kube: Kube, clock: Clock
 ) -> None:
     trainer_job = job if job is not None else kube.get_job(namespace, job_name)
     if trainer_job is None:
@@ -394,7 +395,7 @@ def _unschedulable_appeared(ftj: FineTuneJob, update: status.StatusUpdate) -> bo
     return update.observation.unschedulable is not None and not was
 
 
-def _on_transition(ftj: FineTuneJob, update: status.StatusUpdate, now: datetime, *, kube: ModuleType) -> None:
+def _on_transition(ftj: FineTuneJob, update: status.StatusUpdate, now: datetime, *, kube: Kube) -> None:
     observation = update.observation
     phase = observation.phase
     warning = phase == Phase.FAILED or observation.unschedulable is not None
@@ -429,7 +430,7 @@ def _on_transition(ftj: FineTuneJob, update: status.StatusUpdate, now: datetime,
                 )
 
 
-def _event(ftj: FineTuneJob, type_: str, reason: str, message: str, *, kube: ModuleType) -> None:
+def _event(ftj: FineTuneJob, type_: str, reason: str, message: str, *, kube: Kube) -> None:
     try:
         kube.create_event(
             {"apiVersion": ftj.api_version, "kind": ftj.kind, "metadata": ftj.metadata},

@@ -36,7 +36,7 @@ def meta(name: str, component: str) -> dict[str, Any]:
     return {"name": name, "namespace": "ml", "labels": labels(component), "ownerReferences": [OWNER]}
 
 
-BASE_ENV = [
+BASE_ENV: list[dict[str, Any]] = [
     {"name": "KUBETUNE_TRAINER_CONFIG", "value": "/etc/kubetune/trainer-config.json"},
     {"name": "KUBETUNE_PVC_ROOT", "value": "/mnt/pvc"},
     {"name": "HOME", "value": "/tmp"},
@@ -46,13 +46,13 @@ BASE_ENV = [
     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
 ]
-BASE_VOLUMES = [
+BASE_VOLUMES: list[dict[str, Any]] = [
     {"name": "trainer-config", "configMap": {"name": "demo-config"}},
     {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
     {"name": "model-cache", "emptyDir": {}},
     {"name": "scratch", "emptyDir": {}},
 ]
-BASE_MOUNTS = [
+BASE_MOUNTS: list[dict[str, Any]] = [
     {"name": "trainer-config", "mountPath": "/etc/kubetune", "readOnly": True},
     {"name": "shm", "mountPath": "/dev/shm"},
     {"name": "model-cache", "mountPath": "/var/cache/kubetune"},

@@ -78,12 +78,14 @@ def secret(name: str, *keys: str) -> dict[str, Any]:
 
 
 def stored_ftj(**spec: Any) -> dict[str, Any]:
-    body = ftj_body(**spec)
+    body: dict[str, Any] = ftj_body(**spec)
     return body
 
 
 def apply(kube: FakeKube, config: OperatorConfig = CONFIG) -> None:
-    reconcile.apply(kube.get_finetunejob("ml", "demo"), config, kube=kube, clock=lambda: NOW)
+    body = kube.get_finetunejob("ml", "demo")
+    assert body is not None
+    reconcile.apply(body, config, kube=kube, clock=lambda: NOW)
 
 
 def test_creates_every_child_once_then_only_syncs() -> None:

@@ -89,7 +89,7 @@ def test_lease_election_standby_takeover_and_release() -> None:
 
     def elector(identity: str) -> LeaseElector:
         config = OperatorConfig(identity=identity, lease_duration_seconds=15)
-        return LeaseElector(config, kube=leases, clock=lambda: now[0])  # type: ignore[arg-type]
+        return LeaseElector(config, kube=leases, clock=lambda: now[0])
 
     a, b = elector("a"), elector("b")
     assert a.try_acquire_or_renew() and not b.try_acquire_or_renew()
