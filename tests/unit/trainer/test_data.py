@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -226,19 +227,21 @@ def test_s3_prefix_against_a_real_s3_server(monkeypatch):
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
         storage = Storage(StorageSettings(endpoint=endpoint, region="eu-west-1"))
         client = storage.s3()
-        client.create_bucket(Bucket="data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        client.put_object(Bucket="data", Key="qa/2.jsonl", Body=b'{"prompt": "b?", "completion": "B"}\n')
+        # moto's backend is per process, shared with other tests' servers: a unique bucket.
+        bucket = f"data-{uuid.uuid4().hex[:8]}"
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        client.put_object(Bucket=bucket, Key="qa/2.jsonl", Body=b'{"prompt": "b?", "completion": "B"}\n')
         client.put_object(
-            Bucket="data", Key="qa/1.jsonl", Body=b'{"prompt": "a?", "completion": "A"}\n{bad\n'
+            Bucket=bucket, Key="qa/1.jsonl", Body=b'{"prompt": "a?", "completion": "A"}\n{bad\n'
         )
-        spec = DatasetSpec(name="qa", uri="s3://data/qa/", format="prompt-completion")
+        spec = DatasetSpec(name="qa", uri=f"s3://{bucket}/qa/", format="prompt-completion")
         examples, _, bad = data.read_dataset(spec, "qa", "qa", LENIENT, storage)
         assert [(e.prompt, e.completion) for e in examples] == [("a?", "A"), ("b?", "B")]
         assert [str(b) for b in bad] == [
-            "s3://data/qa/1.jsonl:2: malformed JSON: "
+            f"s3://{bucket}/qa/1.jsonl:2: malformed JSON: "
             "Expecting property name enclosed in double quotes (column 2)"
         ]
-        single = DatasetSpec(name="qa", uri="s3://data/qa/2.jsonl", format="prompt-completion")
+        single = DatasetSpec(name="qa", uri=f"s3://{bucket}/qa/2.jsonl", format="prompt-completion")
         assert len(data.read_dataset(single, "qa", "qa", LENIENT, storage)[0]) == 1
     finally:
         server.stop()
