@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -25,6 +25,20 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON-compatible dict as it appears in a manifest: camelCase, unset optionals omitted."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ResourceModel(ApiModel):
+    """A top-level Kubernetes object: metadata stays a free-form dict, as the API server owns it."""
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))
 
 
 def cel_rule(rule: str, message: str, field_path: str | None = None) -> JsonDict:

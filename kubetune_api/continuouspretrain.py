@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .base import ApiModel, cel_rule, immutable
+from .base import ApiModel, ResourceModel, cel_rule, immutable
 from .common import Condition, PodMetadata, StorageSettings, StorageUri
 from .finetunejob import (
     BaseModelSource,
@@ -246,20 +246,11 @@ class ContinuousPretrainStatus(ApiModel):
     """The .metadata.generation the status describes."""
 
 
-class ContinuousPretrain(ApiModel):
+class ContinuousPretrain(ResourceModel):
     """Keep a model current: new data triggers a run, a gate decides promotion."""
 
     api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     kind: Literal["ContinuousPretrain"] = "ContinuousPretrain"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ContinuousPretrainSpec
     status: ContinuousPretrainStatus | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .base import ApiModel, cel_rule, immutable
+from .base import ApiModel, ResourceModel, cel_rule, immutable
 from .common import (
     Condition,
     DnsLabel,
@@ -691,19 +691,10 @@ class FineTuneJobStatus(ApiModel):
     """When the job finished."""
 
 
-class FineTuneJob(ApiModel):
+class FineTuneJob(ResourceModel):
     """Pre-train, fine-tune (full, LoRA, QLoRA, ReFT) or continue pre-training a model."""
 
     api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     kind: Literal["FineTuneJob"] = "FineTuneJob"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: FineTuneJobSpec
     status: FineTuneJobStatus | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
