@@ -172,6 +172,12 @@ def observe(ftj: FineTuneJob, job: dict[str, Any] | None, pods: list[dict[str, A
         )
     if any(p.get("status", {}).get("phase") == "Running" for p in live):
         return Observation(Phase.RUNNING, "TrainerRunning", "Trainer pods are running")
+    if any(p.get("status", {}).get("phase") == "Succeeded" for p in live):
+        # The trainer is done; the Job controller marks the Job Complete a moment later. Saying
+        # Pending in between would flap the phase (and post an Event) on every successful run.
+        return Observation(
+            Phase.RUNNING, "TrainerFinished", "Trainer finished; waiting for the Job to complete"
+        )
     unschedulable = _unschedulable_message(live)
     if unschedulable is not None:
         return Observation(Phase.PENDING, "Unschedulable", unschedulable, unschedulable=unschedulable)

@@ -107,6 +107,12 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any
         [],
         ("Queued", "WaitingForAdmission", "Waiting for queue team-a to admit the job"),
     ),
+    "trainer done, Job not yet Complete: still Running, never back to Pending": (
+        {},
+        job(),
+        [pod("Succeeded", exit_code=0, message=RESULT)],
+        ("Running", "TrainerFinished", "Trainer finished; waiting for the Job to complete"),
+    ),
     "succeeded with a result": (
         {},
         job(conditions=[COMPLETE], completionTime=T1),
