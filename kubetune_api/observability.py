@@ -34,8 +34,12 @@ QUEUE_WAIT: Final = "kubetune_queue_wait_seconds"
 """Histogram: from creation to the first trainer pod running."""
 JOB_DURATION: Final = "kubetune_job_duration_seconds"
 """Histogram {outcome}: from start to completion."""
-GPU_HOURS_REQUESTED: Final = "kubetune_gpu_hours_requested_total"
-"""Counter {namespace, gpu_product}: GPU-hours held by trainer pods (requested GPUs x time)."""
+GPU_SECONDS_REQUESTED: Final = "kubetune_gpu_requested_seconds_total"
+"""Counter {namespace, gpu_product}: GPU-seconds held by trainer pods (requested GPUs x seconds);
+dashboards show GPU-hours by dividing by 3600 (Prometheus names carry base units only)."""
+GPU_HOURS_REQUESTED: Final = GPU_SECONDS_REQUESTED
+"""Deprecated alias of GPU_SECONDS_REQUESTED (the metric counts seconds now), kept only until
+tests/integration/operator/test_operator_lifecycle.py names GPU_SECONDS_REQUESTED; not in OPERATOR_METRICS."""
 JOBS_FINISHED: Final = "kubetune_finetunejobs_finished_total"
 """Counter {namespace, outcome, reason}: jobs that reached Succeeded or Failed."""
 CPT_GENERATION: Final = "kubetune_continuouspretrain_generation"
@@ -69,7 +73,7 @@ OPERATOR_METRICS: Final = (
     RECONCILE_ERRORS,
     QUEUE_WAIT,
     JOB_DURATION,
-    GPU_HOURS_REQUESTED,
+    GPU_SECONDS_REQUESTED,
     JOBS_FINISHED,
     CPT_GENERATION,
     CPT_RUNS,

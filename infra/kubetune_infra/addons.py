@@ -1,6 +1,9 @@
 """What runs in the cluster before kubetune can: the NVIDIA device plugin, the Cluster Autoscaler
 (which brings the GPU node group up from zero), kube-prometheus-stack, and the kubetune chart itself
-wired to the IRSA roles, image repositories and buckets created by the other components."""
+wired to the IRSA roles, image repositories and buckets created by the other components.
+
+Trainer pods need no service account from here: the operator creates one per FineTuneJob
+(`<job>-trainer`) and annotates it with the trainer role (`trainer.serviceAccountAnnotations`)."""
 
 from __future__ import annotations
 
@@ -82,12 +85,22 @@ def kube_prometheus_stack_values() -> dict[str, Any]:
 
 
 def kubetune_chart_values(
-    config: PlatformConfig, *, operator_repository: str, trainer_repository: str, operator_role_arn: str
+    config: PlatformConfig,
+    *,
+    operator_repository: str,
+    trainer_repository: str,
+    operator_role_arn: str,
+    trainer_role_arn: str,
 ) -> dict[str, Any]:
     """Values for charts/kubetune (keys as in its values.yaml; a unit test holds them to it)."""
     return {
         "image": {"repository": operator_repository, "tag": config.image_tag},
-        "trainer": {"image": f"{trainer_repository}:{config.image_tag}"},
+        "trainer": {
+            "image": f"{trainer_repository}:{config.image_tag}",
+            # The operator puts this on every per-job `<job>-trainer` ServiceAccount; the trainer role
+            # trusts `*-trainer` accounts in the trainer namespaces, so the pods get its bucket access.
+            "serviceAccountAnnotations": {IRSA_ANNOTATION: trainer_role_arn},
+        },
         # Named explicitly: the operator role trusts exactly this service account.
         "serviceAccount": {
             "create": True,
@@ -103,16 +116,6 @@ def kubetune_chart_values(
         "grafanaDashboard": {"enabled": config.enable_monitoring},
         # The operator lists ContinuousPretrain corpus shards in S3 over HTTPS.
         "networkPolicy": {"extraEgress": [{"ports": [{"port": 443, "protocol": "TCP"}]}]},
-    }
-
-
-def trainer_service_account_metadata(config: PlatformConfig, namespace: str, role_arn: str) -> dict[str, Any]:
-    """The service account trainer pods run as: IRSA gives them the trainer role's bucket access."""
-    return {
-        "name": config.trainer_service_account,
-        "namespace": namespace,
-        "labels": {"app.kubernetes.io/part-of": "kubetune", "app.kubernetes.io/component": "trainer"},
-        "annotations": {IRSA_ANNOTATION: role_arn},
     }
 
 
@@ -190,25 +193,18 @@ class Addons(ComponentResource):
                 registries.repository_urls["operator"],
                 registries.repository_urls["trainer"],
                 identity.operator_role_arn,
+                identity.trainer_role_arn,
             ).apply(
                 lambda parts: kubetune_chart_values(
                     config,
                     operator_repository=parts[0],
                     trainer_repository=parts[1],
                     operator_role_arn=parts[2],
+                    trainer_role_arn=parts[3],
                 )
             ),
             opts=ResourceOptions(parent=self, provider=provider, depends_on=kubetune_depends_on),
         )
-        # The namespaces must exist: they belong to the ML teams, so Pulumi never creates or deletes them.
-        for namespace in config.trainer_namespaces:
-            k8s.core.v1.ServiceAccount(
-                f"{name}-trainer-{namespace}",
-                metadata=identity.trainer_role_arn.apply(
-                    lambda arn, ns=namespace: trainer_service_account_metadata(config, ns, arn)
-                ),
-                opts=ResourceOptions(parent=self, provider=provider),
-            )
         self.kubetune_release_status = kubetune.status
         self.register_outputs({"kubetuneRelease": kubetune.status})
 

@@ -98,11 +98,11 @@ class PlatformConfig(BaseModel):
     kubetune_namespace: str = Field(default="kubetune-system", pattern=_DNS_LABEL_PATTERN)
     """Namespace of the kubetune Helm release (the operator)."""
     operator_service_account: str = Field(default="kubetune-operator", pattern=_DNS_LABEL_PATTERN)
-    trainer_service_account: str = Field(default="kubetune-trainer", pattern=_DNS_LABEL_PATTERN)
     trainer_namespaces: list[Annotated[str, Field(pattern=_DNS_LABEL_PATTERN)]] = Field(
         default_factory=lambda: ["default"], min_length=1
     )
-    """Namespaces whose trainer pods may assume the trainer role (FineTuneJobs run in their own namespace)."""
+    """Namespaces whose trainer pods may assume the trainer role (FineTuneJobs run in their own namespace):
+    the role trusts every `*-trainer` ServiceAccount there, the per-job accounts the operator creates."""
     image_tag: str = Field(default="0.1.0", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     """Tag of the operator and trainer images to deploy (the repositories are immutable: push a new tag)."""
     enable_monitoring: bool = True

@@ -1,5 +1,9 @@
 """IAM roles for service accounts (IRSA): each role trusts only the cluster's OIDC provider and
-exactly the service accounts named here, and grants only what that component uses."""
+exactly the service accounts named here, and grants only what that component uses.
+
+The trainer role is the one exception to exact names: the operator gives every FineTuneJob its own
+ServiceAccount `<job>-trainer` (kubetune_api.labels.TRAINER_SERVICE_ACCOUNT_SUFFIX), so the role trusts
+`system:serviceaccount:<namespace>:*-trainer` in each trainer namespace, and nothing outside them."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import pulumi_aws as aws
 from pulumi import ComponentResource, Output, ResourceOptions
 
+from kubetune_api.labels import TRAINER_SERVICE_ACCOUNT_SUFFIX
 from kubetune_infra.cluster import Cluster
 from kubetune_infra.config import PlatformConfig
 from kubetune_infra.policies import (
@@ -17,6 +22,7 @@ from kubetune_infra.policies import (
     irsa_trust_policy,
     operator_policy,
     service_account_subject,
+    service_account_suffix_pattern,
     trainer_policy,
 )
 from kubetune_infra.storage import Storage
@@ -52,9 +58,13 @@ class Identity(ComponentResource):
             [service_account_subject(config.kubetune_namespace, config.operator_service_account)],
             inline_policy=buckets["datasets"].apply(operator_policy),
         )
+        # One ServiceAccount per FineTuneJob, all named `...-trainer` (the operator guarantees the suffix).
         self.trainer_role_arn = self._service_account_role(
             f"{name}-trainer",
-            [service_account_subject(ns, config.trainer_service_account) for ns in config.trainer_namespaces],
+            subject_patterns=[
+                service_account_suffix_pattern(namespace, TRAINER_SERVICE_ACCOUNT_SUFFIX)
+                for namespace in config.trainer_namespaces
+            ],
             inline_policy=Output.all(
                 buckets["datasets"], buckets["checkpoints"], buckets["artifacts"], storage.key_arn
             ).apply(lambda arns: trainer_policy(*arns)),
@@ -83,14 +93,17 @@ class Identity(ComponentResource):
     def _service_account_role(
         self,
         name: str,
-        subjects: list[str],
+        subjects: list[str] | None = None,
         *,
+        subject_patterns: list[str] | None = None,
         inline_policy: Output[PolicyDocument] | None = None,
         managed_policy_arns: tuple[str, ...] = (),
     ) -> Output[str]:
         child = ResourceOptions(parent=self)
         trust = Output.all(self._cluster.oidc_provider_arn, self._cluster.oidc_issuer_url).apply(
-            lambda parts: json.dumps(irsa_trust_policy(parts[0], parts[1], subjects))
+            lambda parts: json.dumps(
+                irsa_trust_policy(parts[0], parts[1], subjects, subject_patterns=subject_patterns)
+            )
         )
         role = aws.iam.Role(name, assume_role_policy=trust, max_session_duration=3600, opts=child)
         if inline_policy is not None:

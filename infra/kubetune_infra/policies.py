@@ -39,17 +39,38 @@ def service_account_subject(namespace: str, service_account: str) -> str:
     return f"system:serviceaccount:{namespace}:{service_account}"
 
 
-def irsa_trust_policy(oidc_provider_arn: str, issuer_url: str, subjects: list[str]) -> PolicyDocument:
-    """IRSA: only tokens the cluster issued to exactly these service accounts may assume the role."""
+def service_account_suffix_pattern(namespace: str, suffix: str) -> str:
+    """IAM StringLike pattern for every service account in `namespace` whose name ends in `-<suffix>`.
+
+    The namespace is a validated DNS label (no `*` or `?`), so the wildcard covers the name only.
+    """
+    return f"system:serviceaccount:{namespace}:*-{suffix}"
+
+
+def irsa_trust_policy(
+    oidc_provider_arn: str,
+    issuer_url: str,
+    subjects: list[str] | None = None,
+    *,
+    subject_patterns: list[str] | None = None,
+) -> PolicyDocument:
+    """IRSA: only tokens the cluster issued for STS, to exactly these service accounts (StringEquals)
+    or to service accounts matching these patterns (StringLike), may assume the role."""
+    if not subjects and not subject_patterns:
+        raise ValueError("an IRSA trust policy needs subjects or subject patterns")
     issuer = oidc_issuer_host_path(issuer_url)
+    string_equals: dict[str, Any] = {f"{issuer}:aud": "sts.amazonaws.com"}
+    if subjects:
+        string_equals[f"{issuer}:sub"] = sorted(subjects)
+    condition: dict[str, Any] = {"StringEquals": string_equals}
+    if subject_patterns:
+        condition["StringLike"] = {f"{issuer}:sub": sorted(subject_patterns)}
     return _document(
         {
             "Effect": "Allow",
             "Principal": {"Federated": oidc_provider_arn},
             "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {
-                "StringEquals": {f"{issuer}:sub": sorted(subjects), f"{issuer}:aud": "sts.amazonaws.com"}
-            },
+            "Condition": condition,
         }
     )
 

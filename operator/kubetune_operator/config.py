@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,46 @@ def _csv(value: str) -> tuple[str, ...]:
 
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+ANNOTATIONS_ENV = "KUBETUNE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS"
+# Kubernetes annotation keys: an optional DNS-subdomain prefix and '/', then a name of <= 63 characters.
+_ANNOTATION_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ANNOTATION_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _annotation_key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if "/" in prefix or (prefix and (len(prefix) > 253 or not _ANNOTATION_PREFIX.match(prefix))):
+        return f"key {key!r}: the prefix before '/' must be a DNS subdomain"
+    if len(name) > 63 or not _ANNOTATION_NAME.match(name):
+        return (
+            f"key {key!r}: the name must be 1-63 alphanumerics, '-', '_' or '.', "
+            "starting and ending with an alphanumeric"
+        )
+    return None
+
+
+def parse_annotations(text: str, variable: str = ANNOTATIONS_ENV) -> dict[str, str]:
+    """A JSON object of annotation keys to string values; empty means none. ValueError names each problem."""
+    if not text.strip():
+        return {}
+    example = '{"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/trainer"}'
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{variable}: not valid JSON ({error}); expected an object like {example}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{variable}: expected a JSON object like {example}, got {type(value).__name__}")
+    problems = [
+        f"{key!r}: the value must be a string, got {type(item).__name__}"
+        for key, item in value.items()
+        if not isinstance(item, str)
+    ]
+    problems += [p for p in map(_annotation_key_problem, value) if p is not None]
+    if problems:
+        raise ValueError(f"{variable}: " + "; ".join(problems))
+    return dict(value)
 
 
 @dataclass(frozen=True)
@@ -57,6 +99,9 @@ class OperatorConfig:
     """Threads for the synchronous handlers: creating children (KUBETUNE_MAX_WORKERS)."""
     status_workers: int = 4
     """Threads deriving status from Job and pod events (KUBETUNE_STATUS_WORKERS)."""
+    trainer_service_account_annotations: Mapping[str, str] = field(default_factory=dict)
+    """Annotations on every per-job trainer ServiceAccount, e.g. the IRSA role
+    (KUBETUNE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS, a JSON object)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -93,4 +138,5 @@ class OperatorConfig:
             identity=env.get("KUBETUNE_OPERATOR_IDENTITY", env.get("POD_NAME", defaults.identity)),
             max_workers=int(env.get("KUBETUNE_MAX_WORKERS", defaults.max_workers)),
             status_workers=int(env.get("KUBETUNE_STATUS_WORKERS", defaults.status_workers)),
+            trainer_service_account_annotations=parse_annotations(env.get(ANNOTATIONS_ENV, "")),
         )

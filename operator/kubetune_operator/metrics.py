@@ -47,8 +47,10 @@ QUEUE_WAIT = Histogram(
     names.QUEUE_WAIT, "From creation to the first trainer pod running.", buckets=_LONG_BUCKETS
 )
 JOB_DURATION = Histogram(names.JOB_DURATION, "From start to completion.", ["outcome"], buckets=_LONG_BUCKETS)
-GPU_HOURS_REQUESTED = Counter(
-    names.GPU_HOURS_REQUESTED, "GPU-hours held by trainer pods (GPUs x time).", ["namespace", "gpu_product"]
+GPU_SECONDS_REQUESTED = Counter(
+    names.GPU_SECONDS_REQUESTED,
+    "GPU-seconds held by trainer pods (requested GPUs x seconds).",
+    ["namespace", "gpu_product"],
 )
 JOBS_FINISHED = Counter(
     names.JOBS_FINISHED, "Jobs that reached Succeeded or Failed.", ["namespace", "outcome", "reason"]
@@ -113,6 +115,34 @@ def _remove(metric: Gauge, *labels: str) -> None:
 
 
 PHASES = PhaseBook()
+
+
+def record_gpu_time(namespace: str, gpu_product: str, gpus: int, seconds: float) -> None:
+    """Count GPU-seconds a finished job's trainer pods held: requested GPUs x seconds from start to end."""
+    if gpus > 0:
+        GPU_SECONDS_REQUESTED.labels(namespace, gpu_product).inc(gpus * max(0.0, seconds))
+
+
+class _GpuHoursIntoSeconds:
+    """Deprecated: the old GPU-hours counter's `.labels(...).inc(hours)`, counted as seconds.
+
+    reconcile/finetunejob.py still increments GPU_HOURS_REQUESTED with GPUs x seconds / 3600; this
+    turns that back into seconds on GPU_SECONDS_REQUESTED. Remove it once the reconcile calls
+    record_gpu_time (or GPU_SECONDS_REQUESTED) directly.
+    """
+
+    class _Child:
+        def __init__(self, namespace: str, gpu_product: str) -> None:
+            self._labels = (namespace, gpu_product)
+
+        def inc(self, hours: float = 1) -> None:
+            GPU_SECONDS_REQUESTED.labels(*self._labels).inc(hours * 3600)
+
+    def labels(self, namespace: str, gpu_product: str) -> _GpuHoursIntoSeconds._Child:
+        return self._Child(namespace, gpu_product)
+
+
+GPU_HOURS_REQUESTED = _GpuHoursIntoSeconds()
 
 
 def serve(port: int) -> None:

@@ -25,7 +25,8 @@ def config_map_name(ftj_name: str) -> str:
 
 
 def service_account_name(ftj_name: str) -> str:
-    return labels.child_name(ftj_name, "trainer")
+    """Always `...-trainer`: the trainer IAM role (infra/, IRSA) trusts `<namespace>:*-trainer` only."""
+    return labels.suffixed_child_name(ftj_name, labels.TRAINER_SERVICE_ACCOUNT_SUFFIX)
 
 
 def rendezvous_service_name(ftj_name: str) -> str:

@@ -6,6 +6,7 @@ the Role names the job in resourceNames.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kubetune_api.constants import CONTINUOUSPRETRAIN_PLURAL, FINETUNEJOB_PLURAL, GROUP
@@ -14,12 +15,13 @@ from kubetune_api.finetunejob import FineTuneJob
 from .common import TRAINER_COMPONENT, child_metadata, service_account_name
 
 
-def trainer_service_account(ftj: FineTuneJob) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": child_metadata(ftj, service_account_name(ftj.name), TRAINER_COMPONENT),
-    }
+def trainer_service_account(ftj: FineTuneJob, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The job's own ServiceAccount, `...-trainer`; `annotations` (OperatorConfig's
+    trainer_service_account_annotations) carry e.g. the IRSA role that gives the pods bucket access."""
+    metadata = child_metadata(ftj, service_account_name(ftj.name), TRAINER_COMPONENT)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
 
 
 def trainer_role(ftj: FineTuneJob) -> dict[str, Any]:

@@ -182,19 +182,8 @@ def promtool_check_metrics(text: str) -> list[str]:
     return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
 
-# promtool's naming lint, known to fail until kubetune_api/observability.py renames the metric
-# (Prometheus base units: seconds, e.g. kubetune_gpu_requested_seconds_total).
-KNOWN_LINT = {observability.GPU_HOURS_REQUESTED}
-
-
-def test_promtool_check_metrics_finds_nothing_new(operator: Operator) -> None:
-    problems = promtool_check_metrics(operator.metrics())
-    unexpected = [p for p in problems if not any(p.startswith(m.removesuffix("_total")) for m in KNOWN_LINT)]
-    assert not unexpected, unexpected
-
-
-@pytest.mark.xfail(strict=True, reason=f"{observability.GPU_HOURS_REQUESTED}: base unit hours, not seconds")
 def test_promtool_check_metrics_is_clean(operator: Operator) -> None:
+    # Naming lint included: base units only (GPU time is counted in seconds, not hours).
     assert promtool_check_metrics(operator.metrics()) == []
 
 

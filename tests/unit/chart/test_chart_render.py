@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 from kubetune_operator.builders.job import trainer_job
-from kubetune_operator.builders.rbac import OPERATOR_RULES
+from kubetune_operator.builders.rbac import OPERATOR_RULES, trainer_service_account
+from kubetune_operator.config import OperatorConfig
 
 from kubetune_api import constants, labels, observability, trainer_contract
 from kubetune_api.finetunejob import FineTuneJob
@@ -227,6 +228,50 @@ def test_pod_monitor_scrapes_the_port_the_operator_gives_trainer_pods(render: Re
     assert ports[endpoint["port"]] == port
 
 
+def _operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+IRSA_ROLE = "arn:aws:iam::123456789012:role/kubetune-trainer"
+
+
+@pytest.mark.parametrize(
+    ("values", "annotations"),
+    [
+        ({}, {}),
+        (
+            {"trainer": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}},
+            {"eks.amazonaws.com/role-arn": IRSA_ROLE},
+        ),
+        (
+            {
+                "trainer": {
+                    "serviceAccountAnnotations": {
+                        "eks.amazonaws.com/role-arn": IRSA_ROLE,
+                        "eks.amazonaws.com/sts-regional-endpoints": "true",
+                    }
+                }
+            },
+            {"eks.amazonaws.com/role-arn": IRSA_ROLE, "eks.amazonaws.com/sts-regional-endpoints": "true"},
+        ),
+    ],
+)
+def test_trainer_service_account_annotations_reach_the_operator(
+    render: Render, values: dict[str, Any], annotations: dict[str, str]
+) -> None:
+    env = _operator_env(render(values))
+    # The operator reads the variable the chart sets and puts exactly these on each job's ServiceAccount.
+    config = OperatorConfig.from_env(env)
+    assert config.trainer_service_account_annotations == annotations
+    manifest = yaml.safe_load((REPO / "examples" / "lora-instruction.yaml").read_text())
+    manifest["metadata"]["uid"] = "0b0e4a43-6f7c-4e51-9d2a-6b1f7c0d9e11"
+    ftj = FineTuneJob.model_validate(manifest)
+    account = trainer_service_account(ftj, config.trainer_service_account_annotations)
+    assert account["metadata"]["name"].endswith("-trainer")
+    assert account["metadata"].get("annotations", {}) == annotations
+
+
 def test_service_monitor_scrapes_the_metrics_service(render: Render) -> None:
     objects = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}})
     service, monitor = one(objects, "Service"), one(objects, "ServiceMonitor")
@@ -310,6 +355,8 @@ def test_dashboard_configmap_has_the_sidecar_label_and_the_dashboard(render: Ren
         ({"networkPolicy": {"apiServerCidrs": []}}, "/networkPolicy/apiServerCidrs"),
         ({"crds": {"keep": "yes"}}, "/crds/keep"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"trainer": {"serviceAccountAnnotations": {"a": 1}}}, "/trainer/serviceAccountAnnotations/a"),
+        ({"trainer": {"serviceAccountAnnotations": ["a"]}}, "/trainer/serviceAccountAnnotations"),
     ],
 )
 def test_schema_rejects_bad_values_naming_them(helm: str, values: dict[str, Any], named: str) -> None:

@@ -45,7 +45,7 @@ def test_every_expression_reads_only_declared_metrics() -> None:
         observability.FINETUNEJOB_TRAIN_LOSS,
         observability.FINETUNEJOB_VALIDATION_LOSS,
         observability.FINETUNEJOB_TOKENS_PER_SECOND,
-        observability.GPU_HOURS_REQUESTED,
+        observability.GPU_SECONDS_REQUESTED,
         observability.QUEUE_WAIT,
     }
     assert required <= seen, f"no panel shows {required - seen}"

@@ -127,6 +127,12 @@ def test_lists_accept_json_or_commas(values: dict[str, str], expected: list[str]
             {"gpuNodeMax": "4"},
             r"kubetune:gpuNodeMax: unknown key; known keys: .*gpuNodeMaxCount",
         ),
+        (
+            # Gone: every FineTuneJob has its own `<job>-trainer` account, trusted by suffix.
+            "us-west-2",
+            {"trainerServiceAccount": "kubetune-trainer"},
+            r"kubetune:trainerServiceAccount: unknown key; known keys: ",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(region: str | None, values: dict[str, str], message: str) -> None:

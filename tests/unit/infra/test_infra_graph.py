@@ -44,7 +44,7 @@ DEFAULT_COUNTS = {
     "pulumi:providers:kubernetes": 1,
     # Device plugin, cluster autoscaler, kube-prometheus-stack, kubetune.
     "kubernetes:helm.sh/v3:Release": 4,
-    "kubernetes:core/v1:ServiceAccount": 1,
+    # No ServiceAccount: the operator creates one per FineTuneJob, annotated through the chart.
     **dict.fromkeys(COMPONENT_TYPES, 1),
 }
 
@@ -64,9 +64,8 @@ FULL_COUNTS = {
     "kubernetes:storage.k8s.io/v1:StorageClass": 1,
     "aws:iam/role:Role": 6,
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 5,
-    # No kube-prometheus-stack; a trainer service account in each of the two namespaces.
+    # No kube-prometheus-stack.
     "kubernetes:helm.sh/v3:Release": 3,
-    "kubernetes:core/v1:ServiceAccount": 2,
 }
 
 

@@ -12,7 +12,12 @@ import yaml
 from kubetune_infra.addons import device_plugin_values, kubetune_chart_values
 from kubetune_infra.cluster import eks_taint_effect
 from kubetune_infra.config import PlatformConfig
-from kubetune_infra.policies import EFS_CSI_DRIVER_POLICIES, EKS_CLUSTER_POLICIES, EKS_NODE_POLICIES
+from kubetune_infra.policies import (
+    EFS_CSI_DRIVER_POLICIES,
+    EKS_CLUSTER_POLICIES,
+    EKS_NODE_POLICIES,
+    irsa_trust_policy,
+)
 from pulumi_harness import OIDC_ISSUER, PlatformRun
 
 from kubetune_api import constants
@@ -38,14 +43,16 @@ def _role_policy(run: PlatformRun, role: str) -> dict[str, Any]:
     return json.loads(run.one("aws:iam/rolePolicy:RolePolicy", f"kubetune-identity-{role}").inputs["policy"])
 
 
-def _trust_condition(run: PlatformRun, role: str) -> dict[str, Any]:
+def _trust_conditions(run: PlatformRun, role: str) -> dict[str, Any]:
+    """The whole Condition block of the role's one trust statement (federated, web identity only)."""
     (statement,) = json.loads(
         run.one("aws:iam/role:Role", f"kubetune-identity-{role}").inputs["assumeRolePolicy"]
     )["Statement"]
+    assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Federated": f"arn:aws:iam::123456789012:oidc-provider/{ISSUER}"}
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
-    condition: dict[str, Any] = statement["Condition"]["StringEquals"]
-    return condition
+    conditions: dict[str, Any] = statement["Condition"]
+    return conditions
 
 
 # --- storage -------------------------------------------------------------------------------------
@@ -193,30 +200,77 @@ def test_cluster_autoscaler_scales_only_this_clusters_node_groups(default_run: P
     ("role", "subjects"),
     [
         ("operator", ["system:serviceaccount:kubetune-system:kubetune-operator"]),
-        ("trainer", ["system:serviceaccount:default:kubetune-trainer"]),
         ("cluster-autoscaler", ["system:serviceaccount:kube-system:cluster-autoscaler"]),
     ],
 )
 def test_irsa_roles_trust_exactly_their_service_accounts(
     default_run: PlatformRun, role: str, subjects: list[str]
 ) -> None:
-    assert _trust_condition(default_run, role) == {
-        f"{ISSUER}:sub": subjects,
-        f"{ISSUER}:aud": "sts.amazonaws.com",
+    assert _trust_conditions(default_run, role) == {
+        "StringEquals": {f"{ISSUER}:sub": subjects, f"{ISSUER}:aud": "sts.amazonaws.com"}
     }
 
 
-def test_trainer_role_trusts_each_configured_namespace(full_run: PlatformRun) -> None:
-    assert _trust_condition(full_run, "trainer")[f"{ISSUER}:sub"] == [
-        "system:serviceaccount:team-a:kubetune-trainer",
-        "system:serviceaccount:team-b:kubetune-trainer",
+def _iam_string_like(pattern: str, value: str) -> bool:
+    """IAM StringLike: `*` any run of characters, `?` one character, everything else literal."""
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+@pytest.mark.parametrize(
+    ("run_name", "namespaces"), [("default", ["default"]), ("full", ["team-a", "team-b"])]
+)
+def test_trainer_role_trusts_only_per_job_trainer_accounts_in_the_trainer_namespaces(
+    run_name: str, namespaces: list[str], request: pytest.FixtureRequest
+) -> None:
+    run: PlatformRun = request.getfixturevalue(f"{run_name}_run")
+    conditions = _trust_conditions(run, "trainer")
+    # The audience stays exact; only the subject is a pattern, one per listed namespace.
+    assert conditions == {
+        "StringEquals": {f"{ISSUER}:aud": "sts.amazonaws.com"},
+        "StringLike": {f"{ISSUER}:sub": [f"system:serviceaccount:{ns}:*-trainer" for ns in namespaces]},
+    }
+    patterns = conditions["StringLike"][f"{ISSUER}:sub"]
+    for namespace, pattern in zip(namespaces, patterns, strict=True):
+        # The wildcard is confined to the name, before a literal `-trainer` suffix, in a listed namespace.
+        prefix, _, name_pattern = pattern.rpartition(":")
+        assert prefix == f"system:serviceaccount:{namespace}"
+        assert "*" not in prefix and "?" not in prefix
+        assert name_pattern == "*-trainer"
+    trusted = [
+        f"system:serviceaccount:{namespaces[0]}:demo-trainer",
+        f"system:serviceaccount:{namespaces[-1]}:{'j' * 46}-68cbb514-trainer",  # a cut long job name
     ]
-    accounts = full_run.of_type("kubernetes:core/v1:ServiceAccount")
-    assert {a.inputs["metadata"]["namespace"] for a in accounts} == {"team-a", "team-b"}
-    for account in accounts:
-        assert account.inputs["metadata"]["annotations"] == {
-            "eks.amazonaws.com/role-arn": full_run.outputs["trainer_role_arn"]
-        }
+    refused = [
+        f"system:serviceaccount:{namespaces[0]}:kubetune-operator",
+        f"system:serviceaccount:{namespaces[0]}:default",
+        f"system:serviceaccount:{namespaces[0]}:demo-trainer-x",
+        f"system:serviceaccount:{namespaces[0]}:trainer",
+        "system:serviceaccount:kube-system:demo-trainer",
+        "system:serviceaccount:other-team:demo-trainer",
+        f"system:serviceaccount:{namespaces[0]}x:demo-trainer",
+    ]
+    for subject in trusted:
+        assert any(_iam_string_like(p, subject) for p in patterns), subject
+    for subject in refused:
+        assert not any(_iam_string_like(p, subject) for p in patterns), subject
+
+
+def test_no_trust_policy_allows_any_principal(any_run: PlatformRun) -> None:
+    for role in ("operator", "trainer", "cluster-autoscaler"):
+        (statement,) = json.loads(
+            any_run.one("aws:iam/role:Role", f"kubetune-identity-{role}").inputs["assumeRolePolicy"]
+        )["Statement"]
+        assert statement["Principal"] != "*" and "*" not in json.dumps(statement["Principal"]), role
+        assert set(statement["Condition"]) <= {"StringEquals", "StringLike"}, role
+
+
+def test_trainer_pods_get_the_role_through_the_operator_not_a_shared_account(full_run: PlatformRun) -> None:
+    # No shared `kubetune-trainer` ServiceAccount any more: the chart's per-job accounts carry the role.
+    assert full_run.of_type("kubernetes:core/v1:ServiceAccount") == []
+    release = full_run.one("kubernetes:helm.sh/v3:Release", "kubetune-addons-kubetune")
+    assert release.inputs["values"]["trainer"]["serviceAccountAnnotations"] == {
+        "eks.amazonaws.com/role-arn": full_run.outputs["trainer_role_arn"]
+    }
 
 
 # --- cluster -------------------------------------------------------------------------------------
@@ -310,6 +364,7 @@ def test_chart_values_exist_in_the_kubetune_chart(default_config: PlatformConfig
         operator_repository="r/operator",
         trainer_repository="r/trainer",
         operator_role_arn="arn",
+        trainer_role_arn="arn:trainer",
     )
     for path in _leaf_paths(ours):
         # A map the chart leaves open ({} default, e.g. annotations) accepts any key below it.
@@ -326,4 +381,13 @@ def test_kubetune_release_gets_the_ecr_images_and_the_operator_role(default_run:
     assert values["serviceAccount"]["annotations"] == {
         "eks.amazonaws.com/role-arn": default_run.outputs["operator_role_arn"]
     }
+    assert values["trainer"]["serviceAccountAnnotations"] == {
+        "eks.amazonaws.com/role-arn": default_run.outputs["trainer_role_arn"]
+    }
+    assert default_run.outputs["trainer_role_arn"] != default_run.outputs["operator_role_arn"]
     assert values["metrics"]["serviceMonitor"]["enabled"] is True
+
+
+def test_irsa_trust_policy_needs_a_subject() -> None:
+    with pytest.raises(ValueError, match="needs subjects or subject patterns"):
+        irsa_trust_policy("arn:aws:iam::123456789012:oidc-provider/x", OIDC_ISSUER, [], subject_patterns=[])

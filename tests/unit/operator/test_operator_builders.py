@@ -349,6 +349,63 @@ def test_trainer_rbac_is_scoped_to_the_one_job() -> None:
     }
 
 
+IRSA = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/kubetune-trainer"}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected_metadata"),
+    [
+        (None, meta("demo-trainer", "trainer")),
+        ({}, meta("demo-trainer", "trainer")),
+        (IRSA, {**meta("demo-trainer", "trainer"), "annotations": IRSA}),
+        (
+            {**IRSA, "eks.amazonaws.com/sts-regional-endpoints": "true"},
+            {
+                **meta("demo-trainer", "trainer"),
+                "annotations": {**IRSA, "eks.amazonaws.com/sts-regional-endpoints": "true"},
+            },
+        ),
+    ],
+)
+def test_trainer_service_account_carries_the_configured_annotations(
+    annotations: dict[str, str] | None, expected_metadata: dict[str, Any]
+) -> None:
+    assert rbac.trainer_service_account(make_ftj(), annotations) == {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": expected_metadata,
+    }
+
+
+def test_trainer_service_account_annotations_are_a_copy() -> None:
+    annotations = dict(IRSA)
+    account = rbac.trainer_service_account(make_ftj(), annotations)
+    annotations["changed"] = "later"
+    assert account["metadata"]["annotations"] == IRSA
+
+
+@pytest.mark.parametrize(
+    ("ftj_name", "account"),
+    [
+        ("demo", "demo-trainer"),
+        ("j" * 55, "j" * 55 + "-trainer"),
+        # Too long for <name>-trainer: the job part is cut and hashed, the suffix stays.
+        ("j" * 56, "j" * 46 + "-68cbb514-trainer"),
+        ("run-" + "k" * 59, "run-" + "k" * 42 + "-734b4a96-trainer"),
+    ],
+)
+def test_trainer_identity_names_always_end_in_trainer(ftj_name: str, account: str) -> None:
+    ftj = make_ftj(ftj_name)
+    assert len(account) <= 63
+    assert rbac.trainer_service_account(ftj)["metadata"]["name"] == account
+    assert rbac.trainer_role(ftj)["metadata"]["name"] == account
+    binding = rbac.trainer_role_binding(ftj)
+    assert (binding["metadata"]["name"], binding["roleRef"]["name"]) == (account, account)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "ml"}]
+    pod = job.trainer_job(ftj, image="t:1", trainer_metrics_port=9400)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account
+
+
 def test_references_name_their_fields() -> None:
     ftj = make_ftj(
         baseModel={"uri": "hf://org/m", "secretRef": {"name": "hf"}},

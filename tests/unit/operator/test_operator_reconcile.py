@@ -200,13 +200,13 @@ def test_transition_to_succeeded_posts_an_event_and_counts_the_job() -> None:
         }
     ]  # fmt: skip
     finished = metrics.JOBS_FINISHED.labels("ml", "Succeeded", "TrainingSucceeded")
-    gpu_hours = metrics.GPU_HOURS_REQUESTED.labels("ml", "H100")
-    before = (finished._value.get(), gpu_hours._value.get())
+    gpu_seconds = metrics.GPU_SECONDS_REQUESTED.labels("ml", "H100")
+    before = (finished._value.get(), gpu_seconds._value.get())
     reconcile.sync_job("ml", "demo", kube=kube, clock=lambda: NOW)
     assert kube.objects[("FineTuneJob", "demo")]["status"]["phase"] == "Succeeded"
     assert kube.events[-1] == ("Normal", "TrainingSucceeded")
     assert finished._value.get() - before[0] == 1
-    assert gpu_hours._value.get() - before[1] == pytest.approx(2.0)  # 2 GPUs x 1 hour
+    assert gpu_seconds._value.get() - before[1] == pytest.approx(7200.0)  # 2 GPUs x 3600 s
 
 
 def test_coalescer_runs_one_more_time_for_events_during_a_run() -> None:

@@ -53,6 +53,66 @@ def test_config_from_env() -> None:
         OperatorConfig.from_env({"KUBETUNE_ALLOWED_URI_SCHEMES": "gs"})
 
 
+def test_gpu_time_is_counted_in_seconds() -> None:
+    counter = metrics.GPU_SECONDS_REQUESTED.labels("gpu-ns", "A100")
+    before = counter._value.get()
+    metrics.record_gpu_time("gpu-ns", "A100", gpus=4, seconds=1800)
+    assert counter._value.get() - before == pytest.approx(7200.0)
+    metrics.record_gpu_time("gpu-ns", "A100", gpus=0, seconds=1800)  # CPU-only job: nothing
+    metrics.record_gpu_time("gpu-ns", "A100", gpus=2, seconds=-5)  # clock skew: never negative
+    assert counter._value.get() - before == pytest.approx(7200.0)
+    # The deprecated hours interface (until the reconcile calls record_gpu_time) lands in seconds too.
+    metrics.GPU_HOURS_REQUESTED.labels("gpu-ns", "A100").inc(0.5)
+    assert counter._value.get() - before == pytest.approx(9000.0)
+    text = generate_latest().decode()
+    assert 'kubetune_gpu_requested_seconds_total{gpu_product="A100",namespace="gpu-ns"}' in text
+    assert "gpu_hours" not in text
+
+
+ANNOTATIONS_ENV = "KUBETUNE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS"
+IRSA_JSON = '{"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/t", "example.com/team": "ml"}'
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("  ", {}),
+        ("{}", {}),
+        (
+            IRSA_JSON,
+            {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/t", "example.com/team": "ml"},
+        ),
+        ('{"plain-key_1.x": ""}', {"plain-key_1.x": ""}),
+    ],
+)
+def test_trainer_service_account_annotations_from_env(value: str | None, expected: dict[str, str]) -> None:
+    env = {} if value is None else {ANNOTATIONS_ENV: value}
+    assert OperatorConfig.from_env(env).trainer_service_account_annotations == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("role-arn=x", rf"{ANNOTATIONS_ENV}: not valid JSON .*expected an object like"),
+        ('["a"]', rf"{ANNOTATIONS_ENV}: expected a JSON object .*got list"),
+        ('{"a": 1}', rf"{ANNOTATIONS_ENV}: 'a': the value must be a string, got int"),
+        ('{"a": null}', r"'a': the value must be a string, got NoneType"),
+        ('{"Bad_Prefix/x": "v"}', r"key 'Bad_Prefix/x': the prefix before '/' must be a DNS subdomain"),
+        ('{"a/b/c": "v"}', r"key 'a/b/c': the prefix before '/' must be a DNS subdomain"),
+        ('{"example.com/": "v"}', r"key 'example.com/': the name must be 1-63"),
+        ('{"-x": "v"}', r"key '-x': the name must be 1-63"),
+        ('{"' + "n" * 64 + '": "v"}', r"the name must be 1-63"),
+        # Every problem at once.
+        ('{"a": 1, "-x": "v"}', r"'a': the value must be a string, got int; key '-x': the name"),
+    ],
+)
+def test_invalid_trainer_service_account_annotations_are_refused(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OperatorConfig.from_env({ANNOTATIONS_ENV: value})
+
+
 class FakeLeases:
     class Conflict(Exception):
         pass
