@@ -120,7 +120,7 @@ def main() -> int:
     # kopf logs every handler call at INFO: thousands of lines per minute from pod events alone.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = OperatorConfig.from_env()
-    kube.configure(max_connections=config.max_workers + 4)
+    kube.configure(max_connections=finetunejob_handlers.api_connections(config))
     finetunejob_handlers.configure(config)
     _configure_kopf(config)
     logger.info("handlers: %s", ", ".join(handlers.__all__))

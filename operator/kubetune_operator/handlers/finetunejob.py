@@ -8,8 +8,11 @@ update the per-job gauges.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,10 +29,30 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _config = OperatorConfig()
 
 
+class _Pools:
+    """The reconcile's threads: `launch` (validation, ServiceAccount, Job, finish) and `children`."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.launch = ThreadPoolExecutor(workers, thread_name_prefix="launch")
+        self.children = ThreadPoolExecutor(workers, thread_name_prefix="children")
+
+
+_pools = _Pools(_config.max_workers)
+
+
 def configure(config: OperatorConfig) -> None:
-    global _config
+    global _config, _pools
     _config = config
+    if _pools.workers != config.max_workers:
+        _pools = _Pools(config.max_workers)
     reconcile.STATUS_QUEUE.workers = config.status_workers
+
+
+def api_connections(config: OperatorConfig) -> int:
+    """HTTP connections kube.py needs so that no thread of the reconcile, the status queue, the
+    ContinuousPretrain daemons or the Lease opens (and throws away) a TLS connection of its own."""
+    return 2 * config.max_workers + config.status_workers + 8
 
 
 @contextmanager
@@ -49,10 +72,28 @@ def _measured() -> Iterator[None]:
 @kopf.on.resume(GROUP, VERSION, FINETUNEJOB_PLURAL)
 @kopf.on.create(GROUP, VERSION, FINETUNEJOB_PLURAL)
 @kopf.on.update(GROUP, VERSION, FINETUNEJOB_PLURAL, field="spec")
-def reconcile_finetunejob(body: kopf.Body, **_: Any) -> None:
+async def reconcile_finetunejob(body: kopf.Body, **_: Any) -> None:
+    """reconcile.apply's steps, scheduled for apply→Job latency under a burst of new jobs.
+
+    The launch pool creates only ServiceAccounts and Jobs (and runs `finish`, which rarely calls
+    the API), so a new job's Job never queues behind other jobs' ConfigMaps and RBAC objects (the
+    slowest creates: the API server checks a Role against the operator's own rights). The other
+    children are created in the children pool, their chains concurrently (a RoleBinding after its
+    Role). The handler returns, and kopf records success, only once every child exists; an error
+    anywhere makes kopf retry the whole, idempotent reconcile.
+    """
+    loop = asyncio.get_running_loop()
     with _measured():
         try:
-            reconcile.apply(body, _config, status_queue=reconcile.STATUS_QUEUE)
+            launched = await loop.run_in_executor(_pools.launch, reconcile.launch, body, _config)
+            if launched is None:
+                return
+            await asyncio.gather(*(
+                loop.run_in_executor(_pools.children, reconcile.ensure_chain, launched.ftj, chain)
+                for chain in launched.rest
+            ))  # fmt: skip
+            finish = functools.partial(reconcile.finish, launched, status_queue=reconcile.STATUS_QUEUE)
+            await loop.run_in_executor(_pools.launch, finish)
         except DependencyMissing as error:
             # A Secret or PVC may be created later (GitOps ordering): check again, slowly.
             metrics.RECONCILE_ERRORS.labels(FINETUNEJOB_KIND, error.reason).inc()

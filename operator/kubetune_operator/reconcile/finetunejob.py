@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,7 +116,7 @@ def desired_children(ftj: FineTuneJob, config: OperatorConfig) -> list[dict[str,
     # The ServiceAccount must exist before the Job controller creates pods; everything else the pod
     # needs only once it starts, so the Job goes second: apply→Job latency matters under load.
     children = [
-        rbac.trainer_service_account(ftj),
+        rbac.trainer_service_account(ftj, config.trainer_service_account_annotations),
         job.trainer_job(ftj, image=image, trainer_metrics_port=config.trainer_metrics_port),
         configmap.config_map(ftj, trainer_config),
         rbac.trainer_role(ftj),
@@ -143,6 +144,97 @@ def job_updates(ftj: FineTuneJob, existing: Mapping[str, Any]) -> dict[str, Any]
 # --------------------------------------------------------------------------- the reconcile
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A FineTuneJob whose trainer Job exists (created or adopted), and the children still to ensure.
+
+    `rest` holds chains: the children of one chain in creation order (a RoleBinding after its Role:
+    the API server checks the bound Role when it admits the binding), independent of other chains.
+    """
+
+    ftj: FineTuneJob
+    job: dict[str, Any]
+    rest: list[list[dict[str, Any]]]
+
+
+def launch(
+    body: Mapping[str, Any], config: OperatorConfig, *, kube: Kube = real_kube, clock: Clock = utcnow
+) -> Launched | None:
+    """The latency-critical part of a reconcile: validate, then the children the pods need at creation
+    (ServiceAccount, then the Job). None for a finished job, which is never restarted."""
+    ftj = parse(body)
+    if ftj.status is not None and ftj.status.phase in TERMINAL_PHASES:
+        return None  # finished runs are never restarted (their Job may be gone after its TTL)
+    if ftj.status is None or ftj.status.job_name is None:
+        # Validation gates the Job's creation; once it exists only runPolicy can still change it.
+        try:
+            validate(ftj, config, kube)
+        except ReconcileError as error:
+            phase = Phase.FAILED if isinstance(error, SpecInvalid) else Phase.PENDING
+            _record_validation(ftj, False, error.reason, error.message, phase, kube=kube, clock=clock)
+            raise
+    children = desired_children(ftj, config)
+    split = next(index for index, child in enumerate(children) if child["kind"] == "Job") + 1
+    trainer_job: dict[str, Any] | None = None
+    for child in children[:split]:
+        obj = ensure_child(ftj, child, kube=kube)
+        if child["kind"] == "Job":
+            trainer_job = obj
+    assert trainer_job is not None
+    return Launched(ftj, trainer_job, chains(children[split:]))
+
+
+def chains(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group children (in creation order) into chains that may be created concurrently: each child
+    starts a chain of its own, except a RoleBinding, which follows the Role it binds."""
+    grouped: list[list[dict[str, Any]]] = []
+    roles: dict[str, list[dict[str, Any]]] = {}
+    for child in children:
+        role_ref = child.get("roleRef") or {}
+        chain = roles.get(role_ref.get("name", "")) if child["kind"] == "RoleBinding" else None
+        if chain is None:
+            chain = []
+            grouped.append(chain)
+        chain.append(child)
+        if child["kind"] == "Role":
+            roles[child["metadata"]["name"]] = chain
+    return grouped
+
+
+def ensure_child(ftj: FineTuneJob, child: dict[str, Any], *, kube: Kube = real_kube) -> dict[str, Any]:
+    """Create one child unless it exists already."""
+    obj, created = kube.create_if_absent(child)
+    if created:
+        logger.info("created %s %s/%s", child["kind"], ftj.namespace, child["metadata"]["name"])
+    return obj  # type: ignore[no-any-return]
+
+
+def ensure_chain(ftj: FineTuneJob, chain: list[dict[str, Any]], *, kube: Kube = real_kube) -> None:
+    """The children of one chain of Launched.rest, in order."""
+    for child in chain:
+        ensure_child(ftj, child, kube=kube)
+
+
+def finish(
+    launched: Launched,
+    *,
+    kube: Kube = real_kube,
+    clock: Clock = utcnow,
+    status_queue: StatusQueue | None = None,
+) -> None:
+    """After every child exists: make the Job follow the spec (suspend, deadline), then the status."""
+    ftj, trainer_job = launched.ftj, launched.job
+    job_name = trainer_job["metadata"]["name"]
+    patch = job_updates(ftj, trainer_job)
+    if patch:
+        trainer_job = kube.patch_job(ftj.namespace, job_name, patch)
+    if status_queue is not None:
+        # No body: the children took a while, the Job may have pods by now; the sync reads it afresh.
+        status_queue.enqueue(ftj.namespace, job_name)
+    else:
+        sync_job(ftj.namespace, job_name, job=trainer_job, kube=kube, clock=clock)
+
+
 def apply(
     body: Mapping[str, Any],
     config: OperatorConfig,
@@ -153,35 +245,16 @@ def apply(
 ) -> None:
     """Create-or-adopt the children of a FineTuneJob and bring its status up to date. Idempotent.
 
-    With a status_queue the status is written by its workers, so the calling thread is free for
-    the next job's children at once; without one it is written before returning.
+    launch → ensure_chain for each chain of the rest → finish, one after another (the kopf handler
+    runs the same steps, the chains concurrently). With a status_queue the status is written by
+    its workers; without one it is written before returning.
     """
-    ftj = parse(body)
-    if ftj.status is not None and ftj.status.phase in TERMINAL_PHASES:
-        return  # finished runs are never restarted (their Job may be gone after its TTL)
-    if ftj.status is None or ftj.status.job_name is None:
-        # Validation gates the Job's creation; once it exists only runPolicy can still change it.
-        try:
-            validate(ftj, config, kube)
-        except ReconcileError as error:
-            phase = Phase.FAILED if isinstance(error, SpecInvalid) else Phase.PENDING
-            _record_validation(ftj, False, error.reason, error.message, phase, kube=kube, clock=clock)
-            raise
-    trainer_job: dict[str, Any] | None = None
-    for child in desired_children(ftj, config):
-        obj, created = kube.create_if_absent(child)
-        if created:
-            logger.info("created %s %s/%s", child["kind"], ftj.namespace, child["metadata"]["name"])
-        if child["kind"] == "Job":
-            trainer_job = obj
-    assert trainer_job is not None
-    patch = job_updates(ftj, trainer_job)
-    if patch:
-        kube.patch_job(ftj.namespace, trainer_job["metadata"]["name"], patch)
-    if status_queue is not None:
-        status_queue.enqueue(ftj.namespace, trainer_job["metadata"]["name"])
-    else:
-        sync_job(ftj.namespace, trainer_job["metadata"]["name"], job=trainer_job, kube=kube, clock=clock)
+    launched = launch(body, config, kube=kube, clock=clock)
+    if launched is None:
+        return
+    for chain in launched.rest:
+        ensure_chain(launched.ftj, chain, kube=kube)
+    finish(launched, kube=kube, clock=clock, status_queue=status_queue)
 
 
 def _record_validation(
@@ -424,10 +497,7 @@ def _on_transition(ftj: FineTuneJob, update: status.StatusUpdate, now: datetime,
             metrics.JOB_DURATION.labels(phase.value).observe(seconds)
             resources = ftj.spec.resources
             gpus = resources.gpus_per_node * resources.nodes
-            if gpus:
-                metrics.GPU_HOURS_REQUESTED.labels(ftj.namespace, resources.gpu_product or "any").inc(
-                    gpus * seconds / 3600
-                )
+            metrics.record_gpu_time(ftj.namespace, resources.gpu_product or "any", gpus, seconds)
 
 
 def _event(ftj: FineTuneJob, type_: str, reason: str, message: str, *, kube: Kube) -> None:

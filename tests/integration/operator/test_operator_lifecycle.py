@@ -371,4 +371,4 @@ def test_metrics_and_probes(
         f'{observability.JOBS_FINISHED}{{namespace="{namespace}",outcome="Succeeded",reason="TrainingSucceeded"}}'
         in text
     )
-    assert f'{observability.GPU_HOURS_REQUESTED}{{gpu_product="any",namespace="{namespace}"}}' in text
+    assert f'{observability.GPU_SECONDS_REQUESTED}{{gpu_product="any",namespace="{namespace}"}}' in text
