@@ -37,9 +37,6 @@ JOB_DURATION: Final = "kubetune_job_duration_seconds"
 GPU_SECONDS_REQUESTED: Final = "kubetune_gpu_requested_seconds_total"
 """Counter {namespace, gpu_product}: GPU-seconds held by trainer pods (requested GPUs x seconds);
 dashboards show GPU-hours by dividing by 3600 (Prometheus names carry base units only)."""
-GPU_HOURS_REQUESTED: Final = GPU_SECONDS_REQUESTED
-"""Deprecated alias of GPU_SECONDS_REQUESTED (the metric counts seconds now), kept only until
-tests/integration/operator/test_operator_lifecycle.py names GPU_SECONDS_REQUESTED; not in OPERATOR_METRICS."""
 JOBS_FINISHED: Final = "kubetune_finetunejobs_finished_total"
 """Counter {namespace, outcome, reason}: jobs that reached Succeeded or Failed."""
 CPT_GENERATION: Final = "kubetune_continuouspretrain_generation"

@@ -96,7 +96,10 @@ class OperatorConfig:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     """Holder identity written into the Lease (KUBETUNE_OPERATOR_IDENTITY, else POD_NAME)."""
     max_workers: int = 16
-    """Threads for the synchronous handlers: creating children (KUBETUNE_MAX_WORKERS)."""
+    """Threads in each of the two FineTuneJob reconcile pools, `launch` (validation, ServiceAccount,
+    Job, finish) and `children` (ConfigMap, Role→RoleBinding), so up to 2 x max_workers API calls in
+    flight; also kopf's executor for its synchronous handlers (settings.execution.max_workers), and
+    the kube connection pool holds 2 x max_workers connections for the pools (KUBETUNE_MAX_WORKERS)."""
     status_workers: int = 4
     """Threads deriving status from Job and pod events (KUBETUNE_STATUS_WORKERS)."""
     trainer_service_account_annotations: Mapping[str, str] = field(default_factory=dict)

@@ -7,14 +7,21 @@ Serves Prometheus metrics on OPERATOR_METRICS_PORT and /healthz + /readyz on
 OPERATOR_HEALTH_PORT. With leader election on (the default), a replica first waits for the
 Lease; only the leader runs kopf. A leader that cannot renew steps down and exits non-zero
 so its pod restarts as a standby.
+
+SIGTERM/SIGINT: kopf stops its watches and cancels its handlers; then the FineTuneJob pools and
+the status queue stop taking work (API calls in flight finish, bounded by their request timeout),
+the Lease thread stops, a leader releases the Lease, and the process exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -44,7 +51,7 @@ class Health:
         return self.role in {"leader", "standby"}
 
 
-def serve_health(port: int, health: Health) -> None:
+def serve_health(port: int, health: Health) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             ok = {"/healthz": health.live, "/readyz": health.ready}.get(self.path)
@@ -64,6 +71,7 @@ def serve_health(port: int, health: Health) -> None:
 
     server = ThreadingHTTPServer(("", port), Handler)
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
 
 
 def _configure_kopf(config: OperatorConfig) -> None:
@@ -115,6 +123,72 @@ def _keep_leadership(
             stop.set()
 
 
+class StopFlag(threading.Event):
+    """Set by SIGTERM/SIGINT, by a lost Lease, or once kopf has stopped; setting it also stops kopf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wake_kopf: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        super().set()
+        wake = self._wake_kopf
+        if wake is not None:
+            wake()
+
+
+def run_kopf(config: OperatorConfig, stop: StopFlag) -> None:
+    """kopf until SIGTERM/SIGINT (kopf's own handlers on its loop) or until `stop` is set.
+
+    Not kopf.run(stop_flag=<threading.Event>): kopf waits for such a flag in a thread of the loop's
+    default executor, and when a signal (not the flag) stops kopf, asyncio.run's shutdown waits for
+    that thread forever. Here kopf's flag is an asyncio.Event that `stop.set()` sets through the loop.
+    """
+
+    async def operate() -> None:
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: kopf has stopped already
+                loop.call_soon_threadsafe(stopping.set)
+
+        stop._wake_kopf = wake
+        if stop.is_set():
+            return
+        await kopf.operator(
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            stop_flag=stopping,
+        )
+
+    try:
+        asyncio.run(operate())
+    except asyncio.CancelledError:
+        pass
+    finally:
+        stop._wake_kopf = None
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    # Before and after kopf (standby, Lease release); while kopf runs its loop handles the signals.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def shutdown_workers() -> None:
+    """Stop taking new reconcile work; let the API calls in flight finish (each bounded by its timeout)."""
+    reconcile_stopped = threading.Thread(target=finetunejob_handlers.shutdown, name="shutdown", daemon=True)
+    reconcile_stopped.start()
+    reconcile_stopped.join(SHUTDOWN_GRACE_SECONDS)
+    if reconcile_stopped.is_alive():
+        logger.warning("reconcile threads still busy after %ss; exiting anyway", SHUTDOWN_GRACE_SECONDS)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf logs every handler call at INFO: thousands of lines per minute from pod events alone.
@@ -126,13 +200,12 @@ def main() -> int:
     logger.info("handlers: %s", ", ".join(handlers.__all__))
     metrics.serve(config.metrics_port)
     health = Health()
-    if config.health_port:
-        serve_health(config.health_port, health)
+    health_server = serve_health(config.health_port, health) if config.health_port else None
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = StopFlag()
+    _install_signal_handlers(stop)
     elector = None
+    lease_thread = None
     if config.leader_election:
         elector = LeaseElector(config)
         health.role = "standby"
@@ -140,22 +213,31 @@ def main() -> int:
             "standing by for lease %s/%s as %s", config.lease_namespace, config.lease_name, config.identity
         )
         if not _wait_for_leadership(elector, config, stop):
+            logger.info("stopped while standing by")
             return 0
-        threading.Thread(
+        lease_thread = threading.Thread(
             target=_keep_leadership, args=(elector, config, stop, health), name="lease", daemon=True
-        ).start()
+        )
+        lease_thread.start()
     health.role = "leader"
     logger.info(
         "leading as %s; watching %s", config.identity, ", ".join(config.namespaces) or "all namespaces"
     )
-    kopf.run(
-        standalone=True,
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        stop_flag=stop,
-    )
+    try:
+        run_kopf(config, stop)
+    finally:
+        logger.info("kopf stopped; shutting down")
+        _install_signal_handlers(stop)  # the loop's handlers went with it; a second SIGTERM is a no-op
+        stop.set()
+        shutdown_workers()
+        if lease_thread is not None:
+            lease_thread.join(config.lease_renew_seconds + 35)  # a renewal in flight: its request timeout
+        if health_server is not None:
+            health_server.shutdown()
     if health.lost_leadership:
         return EXIT_LOST_LEADERSHIP
     if elector is not None:
         elector.release()
+        logger.info("released lease %s/%s", config.lease_namespace, config.lease_name)
+    logger.info("operator stopped")
     return 0

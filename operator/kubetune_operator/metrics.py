@@ -123,28 +123,6 @@ def record_gpu_time(namespace: str, gpu_product: str, gpus: int, seconds: float)
         GPU_SECONDS_REQUESTED.labels(namespace, gpu_product).inc(gpus * max(0.0, seconds))
 
 
-class _GpuHoursIntoSeconds:
-    """Deprecated: the old GPU-hours counter's `.labels(...).inc(hours)`, counted as seconds.
-
-    reconcile/finetunejob.py still increments GPU_HOURS_REQUESTED with GPUs x seconds / 3600; this
-    turns that back into seconds on GPU_SECONDS_REQUESTED. Remove it once the reconcile calls
-    record_gpu_time (or GPU_SECONDS_REQUESTED) directly.
-    """
-
-    class _Child:
-        def __init__(self, namespace: str, gpu_product: str) -> None:
-            self._labels = (namespace, gpu_product)
-
-        def inc(self, hours: float = 1) -> None:
-            GPU_SECONDS_REQUESTED.labels(*self._labels).inc(hours * 3600)
-
-    def labels(self, namespace: str, gpu_product: str) -> _GpuHoursIntoSeconds._Child:
-        return self._Child(namespace, gpu_product)
-
-
-GPU_HOURS_REQUESTED = _GpuHoursIntoSeconds()
-
-
 def serve(port: int) -> None:
     """Expose /metrics on all interfaces (0 disables)."""
     if port:

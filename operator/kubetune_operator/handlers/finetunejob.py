@@ -49,6 +49,16 @@ def configure(config: OperatorConfig) -> None:
     reconcile.STATUS_QUEUE.workers = config.status_workers
 
 
+def shutdown() -> None:
+    """On operator stop: no new reconcile or status work; wait for the API calls already in flight."""
+    reconcile.STATUS_QUEUE.stop()
+    for pool in (_pools.launch, _pools.children):
+        pool.shutdown(wait=False, cancel_futures=True)
+    for pool in (_pools.launch, _pools.children):
+        pool.shutdown(wait=True)
+    reconcile.STATUS_QUEUE.join()
+
+
 def api_connections(config: OperatorConfig) -> int:
     """HTTP connections kube.py needs so that no thread of the reconcile, the status queue, the
     ContinuousPretrain daemons or the Lease opens (and throws away) a TLS connection of its own."""

@@ -372,25 +372,46 @@ class StatusQueue:
         self._pending: dict[tuple[str, str], Mapping[str, Any] | None] = {}
         self._active: set[tuple[str, str]] = set()
         self._started = False
+        self._stopped = False
+        self._threads: list[threading.Thread] = []
 
     def enqueue(self, namespace: str, job_name: str, job: Mapping[str, Any] | None = None) -> None:
         """Queue a sync. Production callers pass no `job`: a Job body from one watch stream can be
         older than the pods seen on another, so the sync reads the Job afresh."""
         with self._cv:
+            if self._stopped:
+                return
             self._pending[(namespace, job_name)] = job
             if not self._started:
                 self._started = True
                 for index in range(self.workers):
-                    threading.Thread(target=self._work, name=f"status-{index}", daemon=True).start()
+                    thread = threading.Thread(target=self._work, name=f"status-{index}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
             self._cv.notify()
+
+    def stop(self) -> None:
+        """Take no more work: pending syncs are dropped (a restarted operator resyncs every Job), syncs
+        in progress finish."""
+        with self._cv:
+            self._stopped = True
+            self._pending.clear()
+            self._cv.notify_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        """After stop(): wait for the syncs in progress to finish."""
+        for thread in self._threads:
+            thread.join(timeout)
 
     def idle(self) -> bool:
         with self._cv:
             return not self._pending and not self._active
 
-    def _next(self) -> tuple[tuple[str, str], Mapping[str, Any] | None]:
+    def _next(self) -> tuple[tuple[str, str], Mapping[str, Any] | None] | None:
         with self._cv:
             while True:
+                if self._stopped:
+                    return None
                 key = next((k for k in self._pending if k not in self._active), None)
                 if key is not None:
                     self._active.add(key)
@@ -398,8 +419,8 @@ class StatusQueue:
                 self._cv.wait()
 
     def _work(self) -> None:
-        while True:
-            (namespace, job_name), job = self._next()
+        while (item := self._next()) is not None:
+            (namespace, job_name), job = item
             started = time.monotonic()
             try:
                 self._sync(namespace, job_name, job)

@@ -61,9 +61,6 @@ def test_gpu_time_is_counted_in_seconds() -> None:
     metrics.record_gpu_time("gpu-ns", "A100", gpus=0, seconds=1800)  # CPU-only job: nothing
     metrics.record_gpu_time("gpu-ns", "A100", gpus=2, seconds=-5)  # clock skew: never negative
     assert counter._value.get() - before == pytest.approx(7200.0)
-    # The deprecated hours interface (until the reconcile calls record_gpu_time) lands in seconds too.
-    metrics.GPU_HOURS_REQUESTED.labels("gpu-ns", "A100").inc(0.5)
-    assert counter._value.get() - before == pytest.approx(9000.0)
     text = generate_latest().decode()
     assert 'kubetune_gpu_requested_seconds_total{gpu_product="A100",namespace="gpu-ns"}' in text
     assert "gpu_hours" not in text
