@@ -25,9 +25,7 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,18 +42,16 @@ import kubernetes  # noqa: E402
 from kubetune_operator.builders.rbac import operator_cluster_role  # noqa: E402
 
 from kubetune_dev.controlplane import ControlPlane  # noqa: E402
+from kubetune_dev.operator_process import (  # noqa: E402
+    OPERATOR_NAMESPACE,
+    OperatorProcess,
+    cluster_role_kubeconfig,
+)
 
 NAMESPACE = "bench"
-OPERATOR_NAMESPACE = "kubetune-system"
 OPERATOR_ACCOUNT = "kubetune-operator"
 FLOW_SCHEMA = "kubetune-operator-bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def finetunejob(name: str) -> dict[str, Any]:
@@ -85,17 +81,6 @@ def finetunejob(name: str) -> dict[str, Any]:
 def setup_cluster(cp: ControlPlane) -> Path:
     cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "kubetune-operator"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "kubetune-operator",
-        },
-        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
-    }
     flow_schema = {
         "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
         "kind": "FlowSchema",
@@ -121,18 +106,10 @@ def setup_cluster(cp: ControlPlane) -> Path:
             ],
         },
     }  # fmt: skip
-    manifests = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}},
-        operator_cluster_role("kubetune-operator"),
-        binding,
-        flow_schema,
-    ]  # fmt: skip
-    for manifest in manifests:
+    kubeconfig = cluster_role_kubeconfig(cp, operator_cluster_role(OPERATOR_ACCOUNT), OPERATOR_ACCOUNT)
+    for manifest in ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}, flow_schema):
         cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    return cp.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+    return kubeconfig
 
 
 def apiserver_counts(cp: ControlPlane) -> tuple[float, float]:
@@ -245,24 +222,10 @@ def run(jobs: int, timeout: float) -> dict[str, Any]:
     with ControlPlane() as cp:
         operator_kubeconfig = setup_cluster(cp)
         log = Path(tempfile.mkdtemp(prefix="kubetune-bench-")) / "operator.log"
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(operator_kubeconfig),
-            "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in (".", "operator", "trainer_image")),
-            "KUBETUNE_METRICS_PORT": str(free_port()),
-            "KUBETUNE_HEALTH_PORT": str(free_port()),
-            "KUBETUNE_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
-        }
-        with log.open("wb") as out:
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "kubetune_operator"], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
+        operator = OperatorProcess(operator_kubeconfig, log, {"KUBETUNE_LEASE_NAMESPACE": OPERATOR_NAMESPACE})
         try:
-            deadline = time.monotonic() + 60
-            while "leading as" not in log.read_text(errors="replace"):
-                if time.monotonic() > deadline or operator.poll() is not None:
-                    raise RuntimeError(f"operator did not start; see {log}")
-                time.sleep(0.2)
+            operator.start()
+            operator.wait_for_log("leading as", timeout=60)
             time.sleep(2)  # let kopf finish its initial listing
             observer = Observer(cp.kubeconfig)
             observer.start()
@@ -319,11 +282,7 @@ def run(jobs: int, timeout: float) -> dict[str, Any]:
                 "operator_log": str(log),
             }
         finally:
-            operator.terminate()
-            try:
-                operator.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                operator.kill()
+            operator.stop(timeout=20)
 
 
 def main() -> int:

@@ -12,12 +12,15 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
 from kubetune_dev.binaries import BinariesError, ensure_binaries
 from kubetune_dev.controlplane import ControlPlane
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,15 +40,20 @@ _FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture(scope="session")
-def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+def kube_binaries() -> dict[str, Path]:
+    """The pinned binaries, built when missing unless KUBETUNE_BUILD_BINARIES=0 (then skipped)."""
     build = os.environ.get("KUBETUNE_BUILD_BINARIES", "1") != "0"
     try:
-        binaries = ensure_binaries(build=build)
+        return ensure_binaries(build=build)
     except BinariesError as error:
         if os.environ.get("CI"):
             raise  # CI must never skip the tests against the real control plane.
         pytest.skip(str(error))
-    control_plane = ControlPlane(binaries=binaries)
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest, kube_binaries: dict[str, Path]) -> Iterator[ControlPlane]:
+    control_plane = ControlPlane(binaries=kube_binaries)
     control_plane.start()
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
@@ -68,6 +76,13 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
             if reporter is not None:
                 reporter.write_line(f"control-plane logs kept in {control_plane.log_dir}")
         control_plane.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: ControlPlane) -> None:
+    """The committed CRDs, established."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    control_plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
 
 class Kubectl(Protocol):

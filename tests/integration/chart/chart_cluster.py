@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +23,7 @@ from typing import Any
 import yaml
 
 from kubetune_dev.controlplane import ControlPlane
+from kubetune_dev.operator_process import OperatorProcess, eventually, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "kubetune"
@@ -36,24 +31,6 @@ RELEASE = "kubetune"
 RELEASE_NAMESPACE = "kubetune-system"
 WATCHED_NAMESPACE = "ml-team"
 KUBE_VERSION = "1.36.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "") -> Any:
-    """Poll until check() returns something truthy; fail with the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @dataclass
@@ -93,70 +70,19 @@ class Cluster:
         return json.loads(result.stdout) if result.returncode == 0 else None
 
 
-class Operator:
-    """`python -m kubetune_operator` with the environment the chart's Deployment gives it."""
-
-    def __init__(self, kubeconfig: Path, deployment_env: dict[str, str], log_path: Path) -> None:
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
-            **deployment_env,
-            "KUBECONFIG": str(kubeconfig),
-            "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in (".", "operator", "trainer_image")),
-            # Only what a local process needs differently from the pod: free ports, its name.
-            "KUBETUNE_METRICS_PORT": str(self.metrics_port),
-            "KUBETUNE_HEALTH_PORT": str(self.health_port),
-            "POD_NAME": "kubetune-chart-test",
-            "POD_NAMESPACE": RELEASE_NAMESPACE,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "kubetune_operator"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        eventually(
-            lambda: self.http(self.health_port, "/readyz") is not None,
-            timeout=60,
-            what=f"operator /readyz (log {self.log_path})",
-        )
-
-    def http(self, port: int, path: str) -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-                return str(response.read().decode())
-        except (OSError, urllib.error.HTTPError):
-            return None
-
-    def metrics(self) -> str:
-        text = self.http(self.metrics_port, "/metrics")
-        assert text is not None, "operator /metrics unreachable"
-        return text
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def chart_operator(kubeconfig: Path, deployment_env: dict[str, str], log_path: Path) -> OperatorProcess:
+    """`python -m kubetune_operator` with the environment the chart's Deployment gives it; only
+    what a local process needs differs from the pod: free ports (OperatorProcess), its name."""
+    env = {**deployment_env, "POD_NAME": "kubetune-chart-test", "POD_NAMESPACE": RELEASE_NAMESPACE}
+    return OperatorProcess(kubeconfig, log_path, env)
 
 
 class Prometheus:
     """Debian's prometheus on loopback, scraping the local operator every second."""
 
-    def __init__(self, binary: str, directory: Path, operator: Operator, rules: dict[str, Any]) -> None:
+    def __init__(
+        self, binary: str, directory: Path, operator: OperatorProcess, rules: dict[str, Any]
+    ) -> None:
         self.port = free_port()
         self.directory = directory
         (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
@@ -212,13 +138,7 @@ class Prometheus:
         return list(self.api("query", query=promql)["result"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def https_status(kubeconfig: Path, method: str, path: str, body: dict[str, Any] | None = None) -> int:

@@ -3,7 +3,6 @@ chart's ServiceAccount token, and Prometheus scraping it (helpers in chart_clust
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,25 +17,20 @@ from chart_cluster import (
     RELEASE_NAMESPACE,
     WATCHED_NAMESPACE,
     Cluster,
-    Operator,
     Prometheus,
+    chart_operator,
 )
 
-from kubetune_dev.binaries import BinariesError, ensure_binaries
 from kubetune_dev.controlplane import ControlPlane
+from kubetune_dev.operator_process import OperatorProcess
 
 
 @pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    build = os.environ.get("KUBETUNE_BUILD_BINARIES", "1") != "0"
-    try:
-        binaries = ensure_binaries(build=build)
-    except BinariesError as error:
-        pytest.skip(str(error))
-    control_plane = ControlPlane(binaries=binaries)
+def cluster(request: pytest.FixtureRequest, kube_binaries: dict[str, Path]) -> Iterator[Cluster]:
+    control_plane = ControlPlane(binaries=kube_binaries)
     control_plane.start()
     try:
-        yield Cluster(control_plane, binaries)
+        yield Cluster(control_plane, kube_binaries)
     finally:
         if request.session.testsfailed:
             control_plane.keep_state = True
@@ -95,12 +89,12 @@ def operator_kubeconfig(cluster: Cluster, release: dict[str, Any]) -> Path:
 @pytest.fixture(scope="module")
 def operator(
     cluster: Cluster, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
+) -> Iterator[OperatorProcess]:
     deployment = cluster.get("deployment", RELEASE, "-n", RELEASE_NAMESPACE)
     assert deployment is not None
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    process = Operator(operator_kubeconfig, env, tmp_path_factory.mktemp("operator") / "operator.log")
+    process = chart_operator(operator_kubeconfig, env, tmp_path_factory.mktemp("operator") / "operator.log")
     process.start()
     yield process
     process.stop()
@@ -109,7 +103,7 @@ def operator(
 
 @pytest.fixture(scope="module")
 def prometheus(
-    cluster: Cluster, operator: Operator, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
     if binary is None:

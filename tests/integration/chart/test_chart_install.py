@@ -22,14 +22,13 @@ from chart_cluster import (
     REPO,
     WATCHED_NAMESPACE,
     Cluster,
-    Operator,
     Prometheus,
-    eventually,
     https_status,
 )
 
 from kubetune_api import observability
 from kubetune_dev.kwok_stages import RUN_SECONDS_ANNOTATION
+from kubetune_dev.operator_process import OperatorProcess, eventually
 from monitoring.promql import dashboard_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -153,7 +152,7 @@ def finetunejob() -> dict[str, Any]:
 
 
 def test_operator_with_the_chart_identity_takes_a_job_to_succeeded(
-    cluster: Cluster, operator: Operator
+    cluster: Cluster, operator: OperatorProcess
 ) -> None:
     cluster.kubectl("create", "-f", "-", input=json.dumps(finetunejob()))
     done = eventually(
@@ -169,7 +168,7 @@ def test_operator_with_the_chart_identity_takes_a_job_to_succeeded(
     assert cluster.get("job", JOB, "-n", WATCHED_NAMESPACE) is not None
 
 
-def test_operator_needs_no_permission_the_chart_lacks(operator: Operator) -> None:
+def test_operator_needs_no_permission_the_chart_lacks(operator: OperatorProcess) -> None:
     forbidden = [line for line in operator.log().splitlines() if "Forbidden" in line or " 403 " in line]
     assert not forbidden, "\n".join(line[:300] for line in forbidden[:5])
 
@@ -182,12 +181,12 @@ def promtool_check_metrics(text: str) -> list[str]:
     return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
 
 
-def test_promtool_check_metrics_is_clean(operator: Operator) -> None:
+def test_promtool_check_metrics_is_clean(operator: OperatorProcess) -> None:
     # Naming lint included: base units only (GPU time is counted in seconds, not hours).
     assert promtool_check_metrics(operator.metrics()) == []
 
 
-def test_operator_exports_every_metric_the_dashboard_reads(operator: Operator) -> None:
+def test_operator_exports_every_metric_the_dashboard_reads(operator: OperatorProcess) -> None:
     text = operator.metrics()
     declared_types = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
     operator_metrics = set(observability.OPERATOR_METRICS)
@@ -244,7 +243,7 @@ def test_upgrade_reaches_the_templated_crds(cluster: Cluster) -> None:
     assert cluster.get("finetunejob", JOB, "-n", WATCHED_NAMESPACE)["status"]["phase"] == "Succeeded"
 
 
-def test_uninstall_keeps_the_crds_and_the_jobs(cluster: Cluster, operator: Operator) -> None:
+def test_uninstall_keeps_the_crds_and_the_jobs(cluster: Cluster, operator: OperatorProcess) -> None:
     operator.stop()
     cluster.helm("uninstall", RELEASE, "-n", RELEASE_NAMESPACE)
     assert cluster.get("crd", "finetunejobs.kubetune.io") is not None

@@ -1,14 +1,11 @@
 """A ContinuousPretrain-scoped operator on the real control plane.
 
-Reuses the operator tests' OperatorProcess helper (loaded from its file: both conftests are
-named `conftest`). This operator has its own Lease and watches only `cpt-*` namespaces, so it
-never competes with the operator tests' session operator for their namespaces.
+This operator has its own Lease and watches only `cpt-*` namespaces, so it never competes with
+the operator tests' session operator for their namespaces.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,17 +16,8 @@ from kubetune_operator.builders import continuouspretrain as cpt_builders
 from kubetune_operator.builders.rbac import OPERATOR_RULES
 
 from kubetune_dev.controlplane import ControlPlane
+from kubetune_dev.operator_process import TEST_ENV, OperatorProcess, cluster_role_kubeconfig
 
-REPO = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location(
-    "kubetune_operator_integration_helpers", REPO / "tests/integration/operator/conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
-
-OperatorProcess = helpers.OperatorProcess
-eventually = helpers.eventually
 CPT_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/continuouspretrains"
 
 
@@ -46,42 +34,30 @@ def _missing_rules() -> list[dict[str, list[str]]]:
 
 
 @pytest.fixture(scope="session")
-def cpt_operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    control_plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+def cpt_operator(
+    control_plane: ControlPlane, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     account = "kubetune-operator-cpt"
-    namespace = "kubetune-system"
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": account},
         "rules": [*OPERATOR_RULES, *_missing_rules()],
     }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": account},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
-        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-    }
-    for manifest in (
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": namespace}},
-        role,
-        binding,
-    ):
-        control_plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    kubeconfig = control_plane.service_account_kubeconfig(namespace, account)
+    kubeconfig = cluster_role_kubeconfig(control_plane, role, account)
     log_dir = tmp_path_factory.mktemp("cpt-operator")
     process = OperatorProcess(
         kubeconfig,
         log_dir / "operator.log",
-        KUBETUNE_OPERATOR_IDENTITY="cpt",
-        KUBETUNE_LEASE_NAME="kubetune-operator-cpt",
-        KUBETUNE_WATCH_NAMESPACES="cpt-*",
+        {
+            **TEST_ENV,
+            "KUBETUNE_OPERATOR_IDENTITY": "cpt",
+            "KUBETUNE_LEASE_NAME": "kubetune-operator-cpt",
+            "KUBETUNE_WATCH_NAMESPACES": "cpt-*",
+        },
     )
     process.start()
-    eventually(lambda: "leading as cpt" in process.log(), timeout=30, what="leadership")
+    process.wait_for_log("leading as cpt")
     yield process
     process.stop()
     print(f"ContinuousPretrain operator log: {process.log_path}")
@@ -97,7 +73,7 @@ def cpt_namespace(control_plane: ControlPlane) -> Iterator[str]:
 
 @pytest.fixture
 def make_cpt(
-    control_plane: ControlPlane, cpt_namespace: str, cpt_operator: Any, tmp_path: Path
+    control_plane: ControlPlane, cpt_namespace: str, cpt_operator: OperatorProcess, tmp_path: Path
 ) -> Callable[..., dict[str, Any]]:
     """Create a ContinuousPretrain whose runs' pods end as `pod_annotations` tell kwok."""
 

@@ -16,22 +16,11 @@ from kubetune_api import observability
 from kubetune_api.finetunejob import Artifacts, Metrics
 from kubetune_api.trainer_contract import Outcome, TrainerResult
 from kubetune_dev.controlplane import ControlPlane
+from kubetune_dev.operator_process import eventually
 
 pytestmark = pytest.mark.integration
 CPT_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/continuouspretrains"
 FTJ_PATH = "/apis/kubetune.io/v1alpha1/namespaces/{ns}/finetunejobs"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    """Poll until check() returns something truthy; fail with the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 MakeCpt = Callable[..., dict[str, Any]]

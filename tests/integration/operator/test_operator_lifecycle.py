@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Api, Manifest, OperatorProcess, eventually
+from conftest import Api, Manifest
 
 from kubetune_api import observability
 from kubetune_api.trainer_contract import TrainerResult
 from kubetune_dev.controlplane import ControlPlane, ControlPlaneError
+from kubetune_dev.operator_process import TEST_ENV, OperatorProcess, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -332,7 +333,7 @@ def test_second_replica_stays_passive(
 ) -> None:
     standby = OperatorProcess(
         operator_process.kubeconfig, operator_process.log_path.with_name("standby.log"),
-        KUBETUNE_OPERATOR_IDENTITY="standby",
+        {**TEST_ENV, "KUBETUNE_OPERATOR_IDENTITY": "standby"},
     )  # fmt: skip
     standby.start()
     try:

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Api, Manifest, eventually
+from conftest import REPO, Api, Manifest
 
 from kubetune_api.constants import TERMINATION_MESSAGE_PATH
 from kubetune_dev.controlplane import ControlPlane
+from kubetune_dev.operator_process import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.training, pytest.mark.slow]
 

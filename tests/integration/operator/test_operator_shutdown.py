@@ -7,8 +7,10 @@ import subprocess
 import time
 
 import pytest
-from conftest import OPERATOR_NAMESPACE, Api, OperatorProcess, eventually
+from conftest import Api
 from test_operator_lifecycle import MakeFtj, phase_is
+
+from kubetune_dev.operator_process import OPERATOR_NAMESPACE, OperatorProcess, eventually
 
 pytestmark = pytest.mark.integration
 
