@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kubetune_operator.builders.rbac import operator_cluster_role
+from operator_api import Api, Manifest
 
 from kubetune_dev.controlplane import ControlPlane
 from kubetune_dev.operator_process import (
@@ -21,31 +22,7 @@ from kubetune_dev.operator_process import (
     cluster_role_kubeconfig,
 )
 
-REPO = Path(__file__).resolve().parents[3]
 OPERATOR_ACCOUNT = "kubetune-operator"
-Manifest = dict[str, Any]
-
-
-class Api:
-    """Admin REST calls that must succeed (or return None on 404)."""
-
-    def __init__(self, control_plane: ControlPlane) -> None:
-        self.cp = control_plane
-
-    def get(self, path: str) -> Manifest | None:
-        status, body = self.cp.api("GET", path)
-        if status == 404:
-            return None
-        assert status == 200, (path, status, body)
-        return body
-
-    def create(self, path: str, body: Manifest) -> Manifest:
-        status, created = self.cp.api("POST", path, body)
-        assert status == 201, (path, status, created)
-        return created
-
-    def ftj(self, namespace: str, name: str) -> Manifest | None:
-        return self.get(f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs/{name}")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Api, Manifest
+from operator_api import Api, Manifest
 
 from kubetune_api import observability
 from kubetune_api.trainer_contract import TrainerResult

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, Api, Manifest
+from operator_api import REPO, Api, Manifest
 
 from kubetune_api.constants import TERMINATION_MESSAGE_PATH
 from kubetune_dev.controlplane import ControlPlane

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Api
+from operator_api import Api
 from test_operator_lifecycle import MakeFtj, phase_is
 
 from kubetune_dev.operator_process import OPERATOR_NAMESPACE, OperatorProcess, eventually
