@@ -4,6 +4,7 @@ from zero, labelled and tainted exactly as the operator's trainer pods select an
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -46,8 +47,17 @@ def gpu_node_labels(gpu_product: str) -> dict[str, str]:
     return {GPU_NODE_LABEL_KEY: GPU_NODE_LABEL_VALUE, GPU_PRODUCT_LABEL: gpu_product, NODE_POOL_LABEL: "gpu"}
 
 
-def gpu_node_taint() -> dict[str, str]:
+def gpu_node_taint() -> aws.eks.NodeGroupTaintArgsDict:
     return {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": eks_taint_effect(GPU_TAINT_EFFECT)}
+
+
+def oidc_issuer(identities: Sequence[aws.eks.outputs.ClusterIdentity]) -> str:
+    """The cluster's OIDC issuer URL (EKS always reports one identity with one OIDC issuer)."""
+    oidcs = identities[0].oidcs
+    issuer = oidcs[0].issuer if oidcs else None
+    if not issuer:
+        raise ValueError("the EKS cluster reports no OIDC issuer")
+    return issuer
 
 
 def kubeconfig_document(cluster_name: str, endpoint: str, certificate_authority: str, region: str) -> str:
@@ -123,7 +133,7 @@ class Cluster(ComponentResource):
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             opts=ResourceOptions(parent=self, depends_on=control_plane_policies),
         )
-        issuer_url = cluster.identities.apply(lambda identities: identities[0].oidcs[0].issuer)
+        issuer_url = cluster.identities.apply(oidc_issuer)
         oidc_provider = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc", url=issuer_url, client_id_lists=["sts.amazonaws.com"], opts=child
         )

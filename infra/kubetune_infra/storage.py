@@ -19,10 +19,12 @@ BUCKET_PURPOSES = ("datasets", "checkpoints", "artifacts")
 INCOMPLETE_UPLOAD_DAYS = 7
 
 
-def lifecycle_rules(purpose: str, config: PlatformConfig) -> list[dict[str, object]]:
+def lifecycle_rules(
+    purpose: str, config: PlatformConfig
+) -> list[aws.s3.BucketLifecycleConfigurationRuleArgsDict]:
     """Old versions go after noncurrentVersionRetentionDays everywhere; checkpoints themselves go after
     checkpointRetentionDays (a finished job's adapter and merged model live in the artifacts bucket)."""
-    rule: dict[str, object] = {
+    rule: aws.s3.BucketLifecycleConfigurationRuleArgsDict = {
         "id": f"expire-old-{purpose}-versions",
         "status": "Enabled",
         "filter": {"prefix": ""},

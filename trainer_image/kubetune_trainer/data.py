@@ -14,7 +14,7 @@ import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 from kubetune_api.finetunejob import (
     DataPreparationSpec,
@@ -227,7 +227,8 @@ def parse_row(
 
 def clean_text(text: str, prep: DataPreparationSpec) -> str:
     if prep.unicode_normalization != UnicodeNormalization.NONE:
-        text = unicodedata.normalize(prep.unicode_normalization.value, text)
+        form = cast(Literal["NFC", "NFKC"], prep.unicode_normalization.value)
+        text = unicodedata.normalize(form, text)
     if prep.collapse_whitespace:
         text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
     return text
@@ -404,7 +405,7 @@ def prepare(
         raise DataError("no training rows left after cleaning, deduplication and the split")
     mixed, mix_counts = mix_by_weight(splits["train"], datasets)
     threshold = prep.near_duplicate_threshold
-    report = {
+    summary: dict[str, Any] = {
         "datasets": [vars(r) for r in reports.values()],
         "stages": {
             "rowsRead": sum(r.rows_read for r in reports.values()),
@@ -422,7 +423,7 @@ def prepare(
         "leakage": leakage(splits["train"], splits["test"] + splits["validation"], threshold),
     }
     lineage = [DatasetLineage(name=r.name, uri=r.uri, sha256=r.sha256, rows=r.kept) for r in reports.values()]
-    return PreparedData(mixed, splits["validation"], splits["test"], report, lineage)
+    return PreparedData(mixed, splits["validation"], splits["test"], summary, lineage)
 
 
 def read_eval_dataset(

@@ -111,7 +111,7 @@ def exact_match(
     was_training = model.training
     model.eval()
     hits = 0
-    samples = []
+    samples: list[dict[str, str]] = []
     try:
         for example in candidates:
             prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]

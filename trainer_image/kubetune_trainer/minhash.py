@@ -43,7 +43,8 @@ class MinHasher:
         )
         with np.errstate(over="ignore"):
             hashed = (values[:, None] * self.a[None, :] + self.b[None, :]) >> _MERSENNE_SHIFT
-        return hashed.min(axis=0)
+        signature: np.ndarray = hashed.min(axis=0)
+        return signature
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -87,7 +87,8 @@ def load_base_model(
         setattr(config, key, value)
     if source.from_scratch:
         torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config)
+        model: nn.Module = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+        return model
     try:
         return AutoModelForCausalLM.from_pretrained(
             model_dir,
@@ -108,7 +109,7 @@ def lora_expected_parameters(model: nn.Module, target_modules: list[str], rank: 
     total = 0
     for module in model.modules():
         if isinstance(module, LoraLayer):
-            base = module.get_base_layer()
+            base: Any = module.get_base_layer()  # Linear-like: in_features/out_features are ints
             total += rank * (base.in_features + base.out_features)
     return total
 
@@ -176,12 +177,12 @@ def build(
     if method.type == MethodType.QLORA:
         from transformers import BitsAndBytesConfig
 
-        settings = method.qlora_settings()
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=settings.bits == 4,
-            load_in_8bit=settings.bits == 8,
-            bnb_4bit_quant_type=settings.quant_type,
-            bnb_4bit_use_double_quant=settings.double_quant,
+        qlora_settings = method.qlora_settings()
+        quantization = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=qlora_settings.bits == 4,
+            load_in_8bit=qlora_settings.bits == 8,
+            bnb_4bit_quant_type=qlora_settings.quant_type,
+            bnb_4bit_use_double_quant=qlora_settings.double_quant,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
     # Frozen base weights may live in half precision; trained weights stay fp32 (autocast does the rest).
@@ -195,13 +196,15 @@ def build(
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         if quantization is not None:
-            model = prepare_model_for_kbit_training(model)
-        settings = method.lora_settings()
-        targets: Any = "all-linear" if settings.target_modules == ["all-linear"] else settings.target_modules
+            model = prepare_model_for_kbit_training(model)  # type: ignore[no-untyped-call]
+        lora_settings = method.lora_settings()
+        targets: Any = (
+            "all-linear" if lora_settings.target_modules == ["all-linear"] else lora_settings.target_modules
+        )
         config = LoraConfig(
-            r=settings.rank,
-            lora_alpha=settings.alpha,
-            lora_dropout=settings.dropout,
+            r=lora_settings.rank,
+            lora_alpha=lora_settings.alpha,  # type: ignore[arg-type]  # peft says int, uses alpha / r
+            lora_dropout=lora_settings.dropout,
             target_modules=targets,
             task_type="CAUSAL_LM",
         )
@@ -214,7 +217,8 @@ def build(
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         settings_reft = method.reft_settings()
-        num_layers = int(model.config.num_hidden_layers)
+        hf_config: Any = model.config  # the HF PretrainedConfig (Module attributes type as Tensor | Module)
+        num_layers = int(hf_config.num_hidden_layers)
         layers = sorted(set(settings_reft.layers)) or list(range(num_layers))
         if layers[-1] >= num_layers:
             raise ConfigError(
@@ -222,7 +226,7 @@ def build(
             )
         first, last = ReftSpec.parse_positions(settings_reft.positions)
         spec = ReftSpec(
-            hidden_size=int(model.config.hidden_size),
+            hidden_size=int(hf_config.hidden_size),
             num_layers=num_layers,
             rank=settings_reft.rank,
             layers=layers,

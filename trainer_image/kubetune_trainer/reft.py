@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -37,10 +37,11 @@ class LoReftIntervention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        rotation = self.rotate_layer.weight  # R: r×d, orthonormal rows
+        rotation = cast(torch.Tensor, self.rotate_layer.weight)  # R: r×d, orthonormal rows
         original = hidden.float()
         edit = self.learned_source(original) - original @ rotation.T
-        return (original + self.dropout(edit) @ rotation).to(hidden.dtype)
+        out: torch.Tensor = (original + self.dropout(edit) @ rotation).to(hidden.dtype)
+        return out
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from .checkpoint import CheckpointStore
 from .distributed import World, all_mean, any_true, barrier, init_world
 from .errors import ConfigError, GateFailed, Preempted
 from .observability import ProgressReporter, TrainerMetrics, event
+from .reft import ReftSpec
 from .storage import Storage, join
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -75,7 +76,7 @@ def validate(config: TrainerConfig) -> None:
         raise ConfigError(f"hyperparameters.precision: {config.hyperparameters.precision.value} needs a GPU")
     if config.method.type == MethodType.REFT:
         try:
-            models.ReftSpec.parse_positions(config.method.reft_settings().positions)
+            ReftSpec.parse_positions(config.method.reft_settings().positions)
         except ValueError as error:
             raise ConfigError(f"method.reft.positions: {error}") from error
     if EvalMetric.EXACT_MATCH in config.evaluation.metrics and all(
@@ -631,7 +632,7 @@ def train(ctx: RunContext, stop: StopSignal, stop_after_step: int | None, sets: 
             steps_this_attempt = state.step - attempt_first_step
             eta = elapsed / steps_this_attempt * (total_steps - state.step)
             tokens_per_second = tokens_seen * world.size / max(elapsed, 1e-9)
-            learning_rate = scheduler.get_last_lr()[0]
+            learning_rate = float(scheduler.get_last_lr()[0])  # the optimizer's lr is a float, never a Tensor
             if ctx.metrics:
                 ctx.metrics.step.set(state.step)
                 ctx.metrics.loss.set(state.last_train_loss)

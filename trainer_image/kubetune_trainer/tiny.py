@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -58,7 +62,7 @@ def tiny_world(countries: int = 24, seed: int = 0) -> list[Country]:
     """A deterministic fictional world with unique country and capital names."""
     rng = random.Random(seed)
     used: set[str] = set()
-    world = []
+    world: list[Country] = []
     while len(world) < countries:
         name, capital = _word(rng, 2) + "ia", _word(rng, 2)
         if name in used or capital in used:
@@ -104,8 +108,9 @@ def write_tiny_corpus(
 def tiny_task_rows(task: str = "capitals", world_seed: int = 0, countries: int = 24) -> list[dict[str, str]]:
     """Prompt-completion rows: every phrasing for every country (capitals or exports)."""
     world = tiny_world(countries, world_seed)
-    prompts, answer = (
-        (CAPITAL_PROMPTS, lambda c: c.capital) if task == "capitals" else (EXPORT_PROMPTS, lambda c: c.export)
+    prompts = CAPITAL_PROMPTS if task == "capitals" else EXPORT_PROMPTS
+    answer: Callable[[Country], str] = (
+        (lambda c: c.capital) if task == "capitals" else (lambda c: c.export)
     )
     return [{"prompt": p.format(country=c.name), "completion": answer(c)} for c in world for p in prompts]
 
@@ -137,7 +142,7 @@ def write_tiny_chat(path: str | Path, world_seed: int = 0, countries: int = 24) 
     return path
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):  # -> PreTrainedTokenizerFast
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained locally on `texts`, loadable with AutoTokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -152,7 +157,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):  # -> PreTrain
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(texts), trainer)
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves __init__ unannotated
         tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=PAD_TOKEN
     )
 

@@ -34,7 +34,9 @@ def _wakeup(namespace: str, name: str) -> asyncio.Event:
     return _wakeups.setdefault((namespace, name), asyncio.Event())
 
 
-def _reconcile_once(namespace: str, name: str, poll_interval: float, logger: logging.Logger) -> float:
+def _reconcile_once(
+    namespace: str, name: str, poll_interval: float, logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> float:
     """One reconcile in a worker thread; returns the seconds until the next one."""
     started = time.monotonic()
     now = datetime.now(UTC)
@@ -64,8 +66,14 @@ def _reconcile_once(namespace: str, name: str, poll_interval: float, logger: log
 
 @kopf.daemon(constants.GROUP, constants.VERSION, constants.CONTINUOUSPRETRAIN_PLURAL, cancellation_timeout=10)
 async def continuous_pretrain_daemon(
-    namespace: str, name: str, spec: kopf.Spec, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
 ) -> None:
+    namespace = namespace or ""  # a ContinuousPretrain is namespaced: kopf always passes one
     wakeup = _wakeup(namespace, name)
     try:
         while not stopped:
@@ -83,11 +91,11 @@ async def continuous_pretrain_daemon(
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.CONTINUOUSPRETRAIN_PLURAL)
 async def continuous_pretrain_changed(
-    namespace: str, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+    namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> None:
     """A spec change (suspend, approvedRun, trigger, ...) is acted on at once, not at the next poll."""
     if meta.get("generation") != status.get("observedGeneration"):
-        _wake(namespace, name)
+        _wake(namespace or "", name)
 
 
 @kopf.on.event(
@@ -96,11 +104,11 @@ async def continuous_pretrain_changed(
     constants.FINETUNEJOB_PLURAL,
     labels={constants.LABEL_CONTINUOUSPRETRAIN: kopf.PRESENT},
 )
-async def continuous_pretrain_run_changed(namespace: str, meta: kopf.Meta, **_: Any) -> None:
+async def continuous_pretrain_run_changed(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
     """A run's phase or metrics changed: let its ContinuousPretrain gate it now."""
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == KIND and owner.get("controller"):
-            _wake(namespace, owner["name"])
+            _wake(namespace or "", owner["name"])
 
 
 def _wake(namespace: str, name: str) -> None:
