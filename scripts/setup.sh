@@ -6,7 +6,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${KUBETUNE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubetune}
 python=${PYTHON:-python3}
-key=$(cat "$repo/pyproject.toml" | sha256sum | cut -c1-12)
+# Keyed by what decides the installed packages (build system and [project]), not tool settings.
+key=$(sed -n '1,/^\[tool\./p' "$repo/pyproject.toml" | sha256sum | cut -c1-12)
 venv=${KUBETUNE_VENV:-$cache/venv-$key}
 export UV_CACHE_DIR=${UV_CACHE_DIR:-$cache/uv}
 mkdir -p "$cache"

@@ -3,9 +3,23 @@ feature switched on (shared file system, NAT per AZ, several trainer namespaces,
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
 import pytest
 from kubetune_infra.config import PlatformConfig, load_platform_config
 from pulumi_harness import REGION, PlatformRun, run_platform
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _event_loop_for_pulumi() -> Iterator[None]:
+    """Pulumi's runtime asks asyncio for the current loop; a test that ran asyncio.run before
+    (the operator's) leaves none set, so the mocked runs get a loop of their own."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture(scope="session")
