@@ -46,6 +46,7 @@ from kubetune_dev.operator_process import (  # noqa: E402
     OPERATOR_NAMESPACE,
     OperatorProcess,
     cluster_role_kubeconfig,
+    simulated_finetunejob,
 )
 
 NAMESPACE = "bench"
@@ -55,27 +56,19 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def finetunejob(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "baseModel": {"uri": "file:///models/tiny"},
-            "method": {"type": "LoRA"},
-            "datasets": [{"name": "qa", "uri": "file:///data/qa.jsonl", "format": "prompt-completion"}],
-            "hyperparameters": {"maxSteps": 4},
-            # 200 pods do not fit on 16 GPUs: CPU pods, allowed onto every fake node.
-            "resources": {
-                "gpusPerNode": 0,
-                "cpu": "50m",
-                "memory": "64Mi",
-                "sharedMemory": "16Mi",
-                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-            },
-            "output": {"uri": "file:///out/"},
-            "podMetadata": {"annotations": {"kwok.kubetune.io/outcome": "Running"}},
+    return simulated_finetunejob(
+        name,
+        NAMESPACE,
+        # 200 pods do not fit on 16 GPUs: CPU pods, allowed onto every fake node.
+        resources={
+            "gpusPerNode": 0,
+            "cpu": "50m",
+            "memory": "64Mi",
+            "sharedMemory": "16Mi",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
         },
-    }
+        podMetadata={"annotations": {"kwok.kubetune.io/outcome": "Running"}},
+    )
 
 
 def setup_cluster(cp: ControlPlane) -> Path:

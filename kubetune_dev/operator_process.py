@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubetune_dev.kwok_stages import RUN_SECONDS_ANNOTATION
+
 if TYPE_CHECKING:
     from kubetune_dev.controlplane import ControlPlane
 
@@ -37,6 +39,29 @@ TEST_ENV = {
     "KUBETUNE_VALIDATION_RETRY_SECONDS": "2",
     "KUBETUNE_TRAINER_IMAGE": "kubetune/trainer:test",
 }
+
+
+def simulated_finetunejob(
+    name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A small FineTuneJob for the kwok cluster: its trainer pod runs 1 s and succeeds unless
+    `annotations` say otherwise; keyword arguments replace whole spec fields."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "baseModel": {"uri": "file:///models/tiny"},
+            "method": {"type": "LoRA"},
+            "objective": "Instruction",
+            "datasets": [{"name": "qa", "uri": "file:///data/qa.jsonl", "format": "prompt-completion"}],
+            "hyperparameters": {"maxSteps": 4},
+            "resources": {"gpusPerNode": 1, "cpu": "1", "memory": "1Gi", "sharedMemory": "64Mi"},
+            "output": {"uri": "file:///out/"},
+            "podMetadata": {"annotations": {RUN_SECONDS_ANNOTATION: "1", **(annotations or {})}},
+            **spec,
+        },
+    }
 
 
 def free_port() -> int:

@@ -27,8 +27,7 @@ from chart_cluster import (
 )
 
 from kubetune_api import observability
-from kubetune_dev.kwok_stages import RUN_SECONDS_ANNOTATION
-from kubetune_dev.operator_process import OperatorProcess, eventually
+from kubetune_dev.operator_process import OperatorProcess, eventually, simulated_finetunejob
 from monitoring.promql import dashboard_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -133,22 +132,8 @@ def test_real_requests_with_the_token_are_refused(cluster: Cluster, operator_kub
 
 
 def finetunejob() -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": JOB, "namespace": WATCHED_NAMESPACE},
-        "spec": {
-            "baseModel": {"uri": "file:///models/tiny"},
-            "method": {"type": "LoRA"},
-            "objective": "Instruction",
-            "datasets": [{"name": "qa", "uri": "file:///data/qa.jsonl", "format": "prompt-completion"}],
-            "hyperparameters": {"maxSteps": 4},
-            "resources": {"gpusPerNode": 1, "cpu": "1", "memory": "1Gi", "sharedMemory": "64Mi"},
-            "output": {"uri": "file:///out/"},
-            # kwok plays the kubelet: the trainer pod runs 1 s and succeeds.
-            "podMetadata": {"annotations": {RUN_SECONDS_ANNOTATION: "1"}},
-        },
-    }
+    # kwok plays the kubelet: the trainer pod runs 1 s and succeeds.
+    return simulated_finetunejob(JOB, WATCHED_NAMESPACE)
 
 
 def test_operator_with_the_chart_identity_takes_a_job_to_succeeded(

@@ -20,6 +20,7 @@ from kubetune_dev.operator_process import (
     TEST_ENV,
     OperatorProcess,
     cluster_role_kubeconfig,
+    simulated_finetunejob,
 )
 
 OPERATOR_ACCOUNT = "kubetune-operator"
@@ -56,22 +57,7 @@ def make_ftj(api: Api, namespace: str, operator_process: OperatorProcess) -> Cal
     """Create a FineTuneJob in the test namespace; keyword arguments go into the spec."""
 
     def create(name: str = "ftj", annotations: dict[str, str] | None = None, **spec: Any) -> Manifest:
-        body: Manifest = {
-            "apiVersion": "kubetune.io/v1alpha1",
-            "kind": "FineTuneJob",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "baseModel": {"uri": "file:///models/tiny"},
-                "method": {"type": "LoRA"},
-                "objective": "Instruction",
-                "datasets": [{"name": "qa", "uri": "file:///data/qa.jsonl", "format": "prompt-completion"}],
-                "hyperparameters": {"maxSteps": 4},
-                "resources": {"gpusPerNode": 1, "cpu": "1", "memory": "1Gi", "sharedMemory": "64Mi"},
-                "output": {"uri": "file:///out/"},
-                "podMetadata": {"annotations": {"kwok.kubetune.io/run-seconds": "1", **(annotations or {})}},
-                **spec,
-            },
-        }
+        body = simulated_finetunejob(name, namespace, annotations, **spec)
         return api.create(f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs", body)
 
     return create
