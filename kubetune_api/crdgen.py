@@ -86,8 +86,9 @@ def _strip_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    schema = _strip_null(_resolve(schema, defs))
-    schema = _strip_null(_resolve(schema, defs))
+    # Twice: `Model | None` is an anyOf whose surviving option is itself a $ref.
+    for _ in range(2):
+        schema = _strip_null(_resolve(schema, defs))
     out: dict[str, Any] = {}
     if "const" in schema:
         out["enum"] = [schema["const"]]
